@@ -1,0 +1,1 @@
+"""Greenlight: a Kubernetes-native human approval gate for automation."""

@@ -1,0 +1,5 @@
+import sys
+
+from greenlight.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Adapters at the edges: Kubernetes, kopf handlers, admission, notifiers, audit sinks."""

@@ -1,0 +1,159 @@
+"""The audit log's sinks: an append-only file (on a persistent volume) and the JSON log on
+stdout (so Loki keeps a copy).
+
+Writes are serialized, deduplicated by `event_id` (a retried handler writes an event once), and
+flushed to disk with fsync before `record` returns, because the operator reports a decision only
+after its audit record is durable. The file is opened for each append, so a rotated or replaced
+file is picked up, and an unwritable one fails that write (and only that write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from greenlight.core import audit as chain
+from greenlight.core.timefmt import format_precise, now
+
+_current: AuditLog | None = None
+_log = structlog.get_logger("greenlight.audit")
+
+
+def current() -> AuditLog:
+    """The operator's running audit log."""
+    if _current is None:
+        raise RuntimeError("the audit log is not open")
+    return _current
+
+
+def install(log: AuditLog) -> None:
+    global _current
+    _current = log
+
+
+def head_path(path: Path) -> Path:
+    return path.with_name(path.name + ".head")
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The audit MAC key; created (0600) on first use when the file does not exist."""
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key
+
+
+def request_summary(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The full request as the audit record keeps it (plan details included)."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    return {
+        "namespace": meta.get("namespace"),
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "spec": obj.get("spec") or {},
+        "phase": status.get("phase"),
+        "requestedBy": status.get("requestedBy"),
+        "planDigest": status.get("planDigest"),
+        "expiresAt": status.get("expiresAt"),
+    }
+
+
+class AuditWriteError(Exception):
+    """The record could not be made durable; whatever it describes must not be reported."""
+
+
+class AuditLog:
+    def __init__(self, path: Path, *, key: bytes | None = None) -> None:
+        self.path = path
+        self.key = key
+        self._lock = asyncio.Lock()
+        self._seen: set[str] = set()
+        self._seq = 0
+        self._prev = chain.GENESIS
+        self._load()
+
+    def _load(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                self._seq = int(record.get("seq", self._seq))
+                self._prev = str(record.get("hash", self._prev))
+                if record.get("event_id"):
+                    self._seen.add(str(record["event_id"]))
+
+    async def record(
+        self,
+        event: str,
+        *,
+        request: Mapping[str, Any] | None,
+        actor: str,
+        outcome: str,
+        reason: str = "",
+        details: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
+    ) -> bool:
+        """Append one record; False when `event_id` was already written. Raises AuditWriteError."""
+        if event not in chain.EVENTS:
+            raise ValueError(f"unknown audit event {event!r}")
+        async with self._lock:
+            if event_id is not None and event_id in self._seen:
+                return False
+            fields = {
+                "time": format_precise(now()),
+                "event": event,
+                "event_id": event_id,
+                "actor": actor,
+                "outcome": outcome,
+                "reason": reason,
+                "request": dict(request) if request is not None else None,
+                "details": dict(details or {}),
+            }
+            record = chain.seal(fields, seq=self._seq + 1, prev=self._prev, key=self.key)
+            line = json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
+            try:
+                await asyncio.to_thread(self._append, line, record)
+            except OSError as exc:
+                raise AuditWriteError(f"cannot write audit record to {self.path}: {exc}") from exc
+            self._seq, self._prev = record["seq"], record["hash"]
+            if event_id is not None:
+                self._seen.add(event_id)
+        _log.info(f"audit {event}", audit=record)
+        return True
+
+    def _append(self, line: str, record: Mapping[str, Any]) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, line.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        head = head_path(self.path)
+        tmp = head.with_name(head.name + ".tmp")
+        tmp.write_text(json.dumps({"seq": record["seq"], "hash": record["hash"]}) + "\n")
+        os.replace(tmp, head)
+
+
+def read_head(path: Path) -> chain.Head | None:
+    head = head_path(path)
+    if not head.exists():
+        return None
+    data = json.loads(head.read_text())
+    return chain.Head(seq=int(data["seq"]), hash=str(data["hash"]))

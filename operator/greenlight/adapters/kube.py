@@ -1,0 +1,135 @@
+"""The Kubernetes API, as the operator and the CLI use it.
+
+The official client is synchronous; the operator calls it through `asyncio.to_thread`, so one
+slow call never blocks the event loop that also serves the admission webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from greenlight.core.model import GROUP, PLURAL, VERSION, Identity
+
+
+class Conflict(Exception):
+    """The object changed since it was read (HTTP 409): read it again and retry."""
+
+
+class NotFound(Exception):
+    """The object does not exist (any more)."""
+
+
+def load_client_config(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube)."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
+    configuration.connection_pool_maxsize = 32
+    return kubernetes.client.ApiClient(configuration)
+
+
+class Kube:
+    """Typed, async access to ApprovalRequests, reviews and events."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
+        self.api_client = api_client or load_client_config()
+        self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
+        self.authz = kubernetes.client.AuthorizationV1Api(self.api_client)
+        self.authn = kubernetes.client.AuthenticationV1Api(self.api_client)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(str(exc.reason)) from exc
+            if exc.status == 404:
+                raise NotFound(str(exc.reason)) from exc
+            raise
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = await self._call(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+        )
+        return obj
+
+    async def list_all(self) -> list[dict[str, Any]]:
+        result = await self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    async def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        """Replace the status, only if the object is still at `resource_version` (else Conflict)."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
+        obj: dict[str, Any] = await self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+        )
+        return obj
+
+    async def patch_annotations(
+        self,
+        namespace: str,
+        name: str,
+        annotations: Mapping[str, str | None],
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"annotations": dict(annotations)}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        obj: dict[str, Any] = await self._call(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"metadata": metadata},
+        )
+        return obj
+
+    async def allowed(self, identity: Identity, verb: str, namespace: str, name: str) -> bool:
+        """A SubjectAccessReview: may `identity` use `verb` on this ApprovalRequest?"""
+        review = kubernetes.client.V1SubjectAccessReview(
+            spec=kubernetes.client.V1SubjectAccessReviewSpec(
+                user=identity.user,
+                groups=list(identity.groups) or None,
+                uid=identity.uid or None,
+                extra={k: list(v) for k, v in identity.extra.items()} or None,
+                resource_attributes=kubernetes.client.V1ResourceAttributes(
+                    group=GROUP, resource=PLURAL, verb=verb, namespace=namespace, name=name
+                ),
+            )
+        )
+        result = await self._call(self.authz.create_subject_access_review, review)
+        status = result.status
+        return status is not None and bool(status.allowed) and not bool(status.denied)
+
+    async def whoami(self) -> Identity:
+        """The identity the API server sees for our own credentials (a SelfSubjectReview)."""
+        review = await self._call(
+            self.authn.create_self_subject_review, kubernetes.client.V1SelfSubjectReview()
+        )
+        info = review.status.user_info if review.status is not None else None
+        if info is None or not info.username:
+            raise RuntimeError("the API server did not say who these credentials belong to")
+        return Identity(user=str(info.username), groups=tuple(info.groups or ()))

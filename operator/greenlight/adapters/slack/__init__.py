@@ -1,0 +1,96 @@
+"""Slack: interactive approval messages, and the clicks that come back (docs/slack.md).
+
+The operator calls `start_slack` once; the returned runtime holds the notifier (posts and
+resolves messages) and the interaction receiver for the configured mode — an HTTP endpoint
+(`http`) or a Socket Mode connection (`socket`) — until `stop()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from greenlight.adapters.slack.client import RetryPolicy, build_client
+from greenlight.adapters.slack.interactions import (
+    INTERACTIONS_PATH,
+    DecisionsPort,
+    InteractionHandler,
+    InteractionsEndpoint,
+)
+from greenlight.adapters.slack.notifier import SlackNotifier
+from greenlight.adapters.slack.socket_mode import SocketModeReceiver
+from greenlight.adapters.slack.tokens import TokenCodec
+from greenlight.adapters.slack.users import EmailStrategy, UserDirectory, load_user_map
+from greenlight.config import Settings
+
+__all__ = [
+    "DecisionsPort",
+    "EmailStrategy",
+    "RetryPolicy",
+    "SlackConfigError",
+    "SlackNotifier",
+    "SlackRuntime",
+    "start_slack",
+]
+
+
+class SlackConfigError(ValueError):
+    """A Slack setting is missing or wrong; the message names the variable to set."""
+
+
+@dataclass(frozen=True)
+class SlackRuntime:
+    """The running Slack integration: the notifier, and how to stop receiving clicks."""
+
+    notifier: SlackNotifier
+    mode: str
+    interactions_url: str  # where the HTTP endpoint listens; "" in Socket Mode
+    _stop: Callable[[], Awaitable[None]]
+
+    async def stop(self) -> None:
+        await self._stop()
+
+
+async def start_slack(
+    settings: Settings,
+    decisions: DecisionsPort,
+    *,
+    host: str = "0.0.0.0",  # noqa: S104 - the interactions endpoint is reached through a Service
+    email_strategy: EmailStrategy = EmailStrategy.EMAIL,
+    retry: RetryPolicy | None = None,
+) -> SlackRuntime:
+    """Build the notifier and start receiving interactions per `settings.slack_mode`."""
+    bot_token = _secret(settings.slack_bot_token, "GREENLIGHT_SLACK_BOT_TOKEN")
+    signing_secret = _secret(settings.slack_signing_secret, "GREENLIGHT_SLACK_SIGNING_SECRET")
+    try:
+        user_map = load_user_map(settings.slack_user_map_file)
+    except (OSError, ValueError) as exc:
+        raise SlackConfigError(f"GREENLIGHT_SLACK_USER_MAP_FILE: {exc}") from exc
+    client = build_client(bot_token, settings.slack_api_url, retry or RetryPolicy())
+    codec = TokenCodec(signing_secret)
+    notifier = SlackNotifier(client, codec, settings.slack_default_channel)
+    handler = InteractionHandler(
+        client, codec, UserDirectory(client, user_map, email_strategy), decisions
+    )
+    if settings.slack_mode == "socket":
+        app_token = _secret(settings.slack_app_token, "GREENLIGHT_SLACK_APP_TOKEN")
+        receiver = SocketModeReceiver(handler, app_token, client)
+        await receiver.start()
+        return SlackRuntime(notifier, "socket", "", receiver.stop)
+    runner = web.AppRunner(InteractionsEndpoint(handler, signing_secret).app())
+    await runner.setup()
+    site = web.TCPSite(runner, host, settings.slack_interactions_port)
+    await site.start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    url = f"http://{bound_host}:{bound_port}{INTERACTIONS_PATH}"
+    return SlackRuntime(notifier, "http", url, runner.cleanup)
+
+
+def _secret(value: SecretStr | None, variable: str) -> str:
+    text = value.get_secret_value() if value is not None else ""
+    if not text:
+        raise SlackConfigError(f"{variable} is required for Slack (key in the Slack Secret)")
+    return text

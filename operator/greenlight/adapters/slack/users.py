@@ -1,0 +1,154 @@
+"""Who clicked: mapping a Slack user to the Kubernetes identity that is then authorized.
+
+Two sources, in this order:
+
+1. The mapping file (GREENLIGHT_SLACK_USER_MAP_FILE), a YAML mapping from Slack user id to a
+   Kubernetes user name, or to `{user: NAME, groups: [G, ...]}` when RoleBindings name groups:
+
+       U0123ABCD: alice@example.com
+       U0456EFGH: {user: bob, groups: [sre]}
+
+2. Otherwise the user's email from `users.info` (scope users:read.email), only when Slack says
+   it is confirmed (`is_email_confirmed`) and the account is a live human one (not deleted, not a
+   bot, not the Slackbot). The strategy turns it into a user name: `email` (the address itself,
+   what OIDC providers usually put in the `email` claim), `email-localpart` (the part before
+   `@`), or `map-only` (no email fallback: only mapped users may decide).
+
+Every identity also carries `system:authenticated`, as the API server adds it to every
+authenticated user, so a SubjectAccessReview answers the same question it answers for kubectl.
+Anything else is an unknown user and is refused.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from greenlight.adapters.slack.client import API_ERRORS
+from greenlight.core.model import Identity
+
+AUTHENTICATED_GROUP = "system:authenticated"
+
+
+class EmailStrategy(enum.StrEnum):
+    EMAIL = "email"
+    EMAIL_LOCALPART = "email-localpart"
+    MAP_ONLY = "map-only"
+
+
+class UnknownUser(Exception):
+    """The Slack user has no Kubernetes identity; `message` says why, for the person."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UserLookupError(Exception):
+    """Slack could not be asked who the user is (outage, missing scope): try again later."""
+
+
+@dataclass(frozen=True)
+class MappedUser:
+    user: str
+    groups: tuple[str, ...] = ()
+
+
+def load_user_map(path: str | Path | None) -> dict[str, MappedUser]:
+    """Read the mapping file; raises ValueError naming the entry that is malformed."""
+    if path is None or str(path) == "":
+        return {}
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: expected a mapping of Slack user id to Kubernetes user")
+    mapping: dict[str, MappedUser] = {}
+    for slack_id, value in data.items():
+        if isinstance(value, str) and value:
+            mapping[str(slack_id)] = MappedUser(user=value)
+        elif isinstance(value, Mapping) and isinstance(value.get("user"), str) and value["user"]:
+            groups = value.get("groups", [])
+            if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+                raise ValueError(f"{path}: {slack_id}.groups must be a list of group names")
+            mapping[str(slack_id)] = MappedUser(user=value["user"], groups=tuple(groups))
+        else:
+            raise ValueError(
+                f"{path}: {slack_id} must map to a user name or to {{user: NAME, groups: [...]}}"
+            )
+    return mapping
+
+
+class UserDirectory:
+    """Resolves Slack user ids to Identities; email lookups are cached for `cache_seconds`."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        mapping: Mapping[str, MappedUser],
+        strategy: EmailStrategy = EmailStrategy.EMAIL,
+        cache_seconds: float = 300.0,
+    ) -> None:
+        self._client = client
+        self._mapping = dict(mapping)
+        self._strategy = strategy
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Identity]] = {}
+
+    async def identity(self, slack_user_id: str) -> Identity:
+        """The Kubernetes identity for the user; raises UnknownUser or UserLookupError."""
+        mapped = self._mapping.get(slack_user_id)
+        if mapped is not None:
+            return _identity(mapped.user, mapped.groups)
+        if self._strategy is EmailStrategy.MAP_ONLY:
+            raise UnknownUser(
+                f"Slack user {slack_user_id} is not in Greenlight's user mapping; "
+                "ask an administrator to add you, or decide with kubectl"
+            )
+        cached = self._cache.get(slack_user_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        identity = _identity(self._name_from_email(slack_user_id, await self._info(slack_user_id)))
+        self._cache[slack_user_id] = (time.monotonic() + self._cache_seconds, identity)
+        return identity
+
+    async def _info(self, slack_user_id: str) -> Mapping[str, Any]:
+        try:
+            response = await self._client.users_info(user=slack_user_id)
+        except SlackApiError as exc:
+            error = exc.response.get("error", "") if exc.response is not None else ""
+            if error in {"user_not_found", "user_not_visible"}:
+                raise UnknownUser(f"Slack does not know user {slack_user_id}") from exc
+            raise UserLookupError(f"users.info failed: {error or exc}") from exc
+        except API_ERRORS as exc:
+            raise UserLookupError(f"users.info failed: {exc}") from exc
+        user = response.get("user")
+        if not isinstance(user, Mapping):
+            raise UserLookupError("users.info returned no user object")
+        return user
+
+    def _name_from_email(self, slack_user_id: str, user: Mapping[str, Any]) -> str:
+        if user.get("deleted") or user.get("is_bot") or slack_user_id == "USLACKBOT":
+            raise UnknownUser(f"Slack user {slack_user_id} is deactivated or a bot")
+        profile = user.get("profile")
+        email = profile.get("email") if isinstance(profile, Mapping) else None
+        if not isinstance(email, str) or "@" not in email:
+            raise UnknownUser(
+                f"Slack user {slack_user_id} has no visible email (the app needs users:read.email)"
+            )
+        if user.get("is_email_confirmed") is not True:
+            raise UnknownUser(f"the email of Slack user {slack_user_id} is not confirmed")
+        if self._strategy is EmailStrategy.EMAIL_LOCALPART:
+            return email.split("@", 1)[0]
+        return email
+
+
+def _identity(user: str, groups: tuple[str, ...] = ()) -> Identity:
+    all_groups = groups if AUTHENTICATED_GROUP in groups else (*groups, AUTHENTICATED_GROUP)
+    return Identity(user=user, groups=all_groups)

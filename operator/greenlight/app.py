@@ -1,0 +1,131 @@
+"""`greenlight operator`: wire the adapters together and run kopf."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kopf
+import structlog
+
+from greenlight.adapters import admission, handlers  # noqa: F401  (registers the handlers)
+from greenlight.adapters.auditlog import AuditLog, install, load_or_create_key
+from greenlight.adapters.console import ConsoleNotifier
+from greenlight.adapters.decisions import DecisionService
+from greenlight.adapters.kube import Kube
+from greenlight.adapters.notifiers import Notifier
+from greenlight.adapters.runtime import Runtime
+from greenlight.adapters.webhookcerts import ensure_webhook_certs
+from greenlight.config import Settings
+from greenlight.telemetry import health, logs, metrics, traces
+
+_log = structlog.get_logger("greenlight.operator")
+
+
+def run(settings: Settings) -> None:
+    """Run the operator until it is stopped (SIGINT/SIGTERM)."""
+    logs.configure(settings.log_level)
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        standalone=not settings.peering,
+        peering_name=settings.peering or None,
+        priority=settings.priority,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        memo=kopf.Memo(settings=settings),
+    )
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: Settings = memo["settings"]
+    logs.configure(config.log_level)
+    traces.configure("greenlight-operator")
+    _configure_kopf(settings, config)
+
+    kube = Kube()
+    operator = await kube.whoami()
+    key = load_or_create_key(config.audit_key_file) if config.audit_key_file else None
+    audit = AuditLog(config.audit_file, key=key)
+    install(audit)
+    decisions = DecisionService(kube, audit)
+    notifier, stop_notifier = await _notifier(config, decisions, audit)
+    runtime = Runtime(config, kube, audit, operator, notifier, decisions)
+    memo["runtime"] = runtime
+    memo["stop_notifier"] = stop_notifier
+    memo["metrics_server"] = metrics.serve(config.metrics_port)
+    metrics.OLDEST_PENDING_AGE.set_function(runtime.pending.oldest_age)
+    memo["expiry_task"] = asyncio.create_task(runtime.expiry.run(runtime))
+    if config.health_checks_file is not None:
+        memo["health_task"] = asyncio.create_task(health.monitor(health.load_checks()))
+    _log.info(
+        "greenlight operator started",
+        identity=operator.user,
+        notifier=notifier.name,
+        audit_file=str(config.audit_file),
+        namespaces=list(config.namespaces) or "all",
+    )
+
+
+def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    settings.batching.worker_limit = 256
+    cert, key, ca = config.webhook_cert_file, config.webhook_key_file, config.webhook_ca_file
+    if config.webhook_manage and cert is None:
+        generated = ensure_webhook_certs(config.audit_file.parent / "webhook", config.webhook_host)
+        cert, key, ca = generated.cert, generated.key, generated.ca
+    if cert is None or key is None:
+        raise kopf.PermanentError(
+            "the admission webhook needs a serving certificate: set "
+            "GREENLIGHT_WEBHOOK_CERT_FILE and GREENLIGHT_WEBHOOK_KEY_FILE, "
+            "or GREENLIGHT_WEBHOOK_MANAGE=true to generate one locally"
+        )
+    settings.admission.server = kopf.WebhookServer(
+        addr=config.webhook_host if config.webhook_manage else "0.0.0.0",  # noqa: S104
+        port=config.webhook_port,
+        host=config.webhook_host,
+        certfile=str(cert),
+        pkeyfile=str(key),
+        cafile=str(ca) if ca else None,
+    )
+    if config.webhook_manage:
+        settings.admission.managed = "greenlight.dev"
+
+
+async def _notifier(
+    config: Settings, decisions: DecisionService, audit: AuditLog
+) -> tuple[Notifier, Callable[[], Awaitable[None]] | None]:
+    """Slack when a bot token is configured; the console otherwise (the embedded default)."""
+    if not config.slack_enabled:
+        return ConsoleNotifier(), None
+    from greenlight.adapters import slack
+
+    port = slack.DecisionsPort(
+        submit_decision=decisions.submit_decision,
+        find_request_by_uid=decisions.find_request_by_uid,
+        record_audit=audit.record,
+    )
+    slack_runtime = await slack.start_slack(config, port)
+    return slack_runtime.notifier, slack_runtime.stop
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for name in ("expiry_task", "health_task"):
+        task: asyncio.Task[None] | None = memo.get(name)
+        if task is not None:
+            task.cancel()
+    stop_notifier = memo.get("stop_notifier")
+    if stop_notifier is not None:
+        await stop_notifier()
+    server = memo.get("metrics_server")
+    if server is not None:
+        server()
+    traces.shutdown()

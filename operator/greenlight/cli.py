@@ -1,0 +1,261 @@
+"""The `greenlight` command: run the operator, create and decide requests, verify the audit log.
+
+Exit codes of `request --wait` and `wait`: 0 Approved, 2 Denied, 3 Expired, 4 Cancelled, 1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from greenlight.core import audit
+from greenlight.core.model import Phase
+
+EXIT_ERROR = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        result: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, OSError, _client_error()) as exc:
+        print(f"greenlight: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return result
+
+
+def _client_error() -> type[Exception]:
+    from greenlight.client import GreenlightError
+
+    return GreenlightError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="greenlight",
+        description="A human approval gate for automation on Kubernetes.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    op = sub.add_parser("operator", help="run the operator (kopf)")
+    op.add_argument(
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="watch only this namespace (repeatable; default: all)",
+    )
+    op.add_argument("--metrics-port", type=int)
+    op.add_argument("--health-port", type=int)
+    op.add_argument("--webhook-port", type=int)
+    op.add_argument("--webhook-host")
+    op.add_argument("--audit-file", type=Path)
+    op.add_argument("--peering", help="kopf peering name (empty: standalone)")
+    op.add_argument("--priority", type=int)
+    op.add_argument("--log-level")
+    op.set_defaults(run=_operator)
+
+    req = sub.add_parser("request", help="create an ApprovalRequest and print its name")
+    _namespace(req)
+    req.add_argument("--action", required=True, help='the command to run, e.g. "pulumi destroy"')
+    req.add_argument("--target", required=True, help="what it affects, e.g. production")
+    req.add_argument("--workflow-id", required=True)
+    req.add_argument("--task-id")
+    req.add_argument("--on-behalf-of", help="the human who launched the workflow")
+    req.add_argument(
+        "--plan-file", type=Path, help="plan details (e.g. preview output); - for stdin"
+    )
+    req.add_argument("--plan-summary", help="one line shown in notifications")
+    req.add_argument("--timeout", default="1h", help="1m..7d (default 1h)")
+    req.add_argument("--approvals", type=int, default=1, help="distinct approvers needed (1..10)")
+    req.add_argument(
+        "--approver", action="append", default=[], help="allowed approver (repeatable)"
+    )
+    req.add_argument("--approver-group", action="append", default=[], help="allowed group")
+    req.add_argument("--slack-channel")
+    req.add_argument("--name", help="explicit name (default: generated from the workflow id)")
+    req.add_argument("--wait", action="store_true", help="block until decided; exit code = outcome")
+    req.set_defaults(run=_request)
+
+    for verb, helptext in (
+        ("approve", "approve a request"),
+        ("deny", "deny a request"),
+        ("cancel", "cancel a pending request (requester or approver)"),
+    ):
+        cmd = sub.add_parser(verb, help=helptext)
+        _namespace(cmd)
+        cmd.add_argument("name")
+        cmd.add_argument(
+            "--reason", required=verb == "deny", default="", help="why (required to deny)"
+        )
+        cmd.set_defaults(run=_decide, verb=verb)
+
+    get = sub.add_parser("get", help="show one request")
+    _namespace(get)
+    get.add_argument("name")
+    get.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    get.set_defaults(run=_get)
+
+    lst = sub.add_parser("list", help="list requests")
+    _namespace(lst)
+    lst.set_defaults(run=_list)
+
+    wait = sub.add_parser("wait", help="wait for a decision; exit code = outcome")
+    _namespace(wait)
+    wait.add_argument("name")
+    wait.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
+    wait.set_defaults(run=_wait)
+
+    aud = sub.add_parser("audit", help="audit log tools")
+    aud_sub = aud.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
+    verify = aud_sub.add_parser("verify", help="check an audit log's hash chain")
+    verify.add_argument("file", type=Path)
+    verify.add_argument(
+        "--key-file", type=Path, help="the audit MAC key (checks every record's MAC)"
+    )
+    verify.add_argument(
+        "--head",
+        type=Path,
+        help="head file to compare the log's end with (default FILE.head if present)",
+    )
+    verify.set_defaults(run=_audit_verify)
+    return parser
+
+
+def _namespace(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("-n", "--namespace", default=os.environ.get("GREENLIGHT_NAMESPACE", "default"))
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from greenlight.client import ApprovalClient
+
+    return ApprovalClient(namespace=args.namespace)
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from greenlight import app, config
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    if overrides.get("namespaces"):
+        overrides["namespaces"] = tuple(overrides["namespaces"])
+    app.run(config.load(overrides))
+    return 0
+
+
+def _request(args: argparse.Namespace) -> int:
+    details = None
+    if args.plan_file is not None:
+        details = sys.stdin.read() if str(args.plan_file) == "-" else args.plan_file.read_text()
+    client = _client(args)
+    name = client.create(
+        action=args.action,
+        target=args.target,
+        workflow_id=args.workflow_id,
+        task_id=args.task_id,
+        on_behalf_of=args.on_behalf_of,
+        plan_summary=args.plan_summary,
+        plan_details=details,
+        timeout=args.timeout,
+        approvals=args.approvals,
+        approvers_users=tuple(args.approver),
+        approvers_groups=tuple(args.approver_group),
+        slack_channel=args.slack_channel,
+        name=args.name,
+    )
+    print(name, flush=True)
+    if not args.wait:
+        return 0
+    return _report(client.wait(name))
+
+
+def _decide(args: argparse.Namespace) -> int:
+    client = _client(args)
+    getattr(client, args.verb)(args.name, reason=args.reason)
+    print(f"{args.verb} recorded for {args.namespace}/{args.name}")
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    obj = _client(args).get(args.name)
+    obj.get("metadata", {}).pop("managedFields", None)
+    if args.output == "json":
+        print(json.dumps(obj, indent=2, sort_keys=True))
+    else:
+        print(yaml.safe_dump(obj, sort_keys=False), end="")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = [("NAME", "PHASE", "ACTION", "TARGET", "WORKFLOW", "EXPIRES")]
+    for obj in _client(args).list():
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        rows.append(
+            (
+                obj["metadata"]["name"],
+                status.get("phase", ""),
+                spec.get("action", ""),
+                spec.get("target", ""),
+                (spec.get("requester") or {}).get("workflowId", ""),
+                status.get("expiresAt", ""),
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(
+                str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+        )
+    return 0
+
+
+def _wait(args: argparse.Namespace) -> int:
+    return _report(_client(args).wait(args.name, timeout=args.timeout))
+
+
+def _report(outcome: Any) -> int:
+    line = f"{outcome.name}: {outcome.phase.value}"
+    if outcome.by:
+        line += f" by {outcome.by}"
+    if outcome.via:
+        line += f" via {outcome.via}"
+    if outcome.reason:
+        line += f" ({outcome.reason})"
+    print(line, file=sys.stderr if outcome.phase is not Phase.APPROVED else sys.stdout)
+    code: int = outcome.exit_code
+    return code
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from greenlight.adapters.auditlog import head_path, read_head
+
+    key = args.key_file.read_bytes().strip() if args.key_file else None
+    if args.head is not None:
+        data = json.loads(args.head.read_text())
+        head: audit.Head | None = audit.Head(int(data["seq"]), str(data["hash"]))
+    else:
+        head = read_head(args.file) if head_path(args.file).exists() else None
+    with args.file.open(encoding="utf-8", newline="") as handle:
+        result = audit.verify(handle, key=key, head=head)
+    if result.ok:
+        print(f"{args.file}: OK, {result.message}")
+        return 0
+    print(f"{args.file}: TAMPERED: {result.message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

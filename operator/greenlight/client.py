@@ -1,0 +1,260 @@
+"""The orchestrator's SDK: create an ApprovalRequest, and wait for a person's answer.
+
+    from greenlight.client import ApprovalClient
+    client = ApprovalClient(namespace="ci")
+    name = client.create(action="pulumi destroy", target="production", workflow_id="wf-1")
+    outcome = client.wait(name)          # or: await client.async_wait(name)
+    if outcome.phase is Phase.APPROVED: ...
+
+The caller's current OpenTelemetry trace context travels with the request (annotation
+`greenlight.dev/traceparent`), so the operator's spans join the orchestrator's trace.
+Decisions made through this client (`approve`, `deny`, `cancel`) are ordinary annotations: the
+admission webhook authenticates and authorizes the caller exactly as for `kubectl annotate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from greenlight.adapters.kube import load_client_config
+from greenlight.core.durations import parse_timeout
+from greenlight.core.model import (
+    ANN_CANCEL,
+    ANN_DECISION,
+    ANN_REASON,
+    ANN_TRACEPARENT,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    Phase,
+)
+from greenlight.telemetry import traces
+
+EXIT_CODES = {Phase.APPROVED: 0, Phase.DENIED: 2, Phase.EXPIRED: 3, Phase.CANCELLED: 4}
+
+
+class GreenlightError(Exception):
+    """A request could not be created, found or decided; the message says why."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    phase: Phase
+    by: str
+    via: str
+    reason: str
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.phase]
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's (or the admission webhook's) own explanation of a refusal."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
+
+
+class ApprovalClient:
+    def __init__(
+        self,
+        namespace: str = "default",
+        *,
+        kubeconfig: str | None = None,
+        api_client: kubernetes.client.ApiClient | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.api_client = api_client or load_client_config(kubeconfig)
+        self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
+
+    def manifest(
+        self,
+        *,
+        action: str,
+        target: str,
+        workflow_id: str,
+        task_id: str | None = None,
+        on_behalf_of: str | None = None,
+        plan_summary: str | None = None,
+        plan_details: str | None = None,
+        timeout: str = "1h",
+        approvals: int = 1,
+        approvers_users: tuple[str, ...] = (),
+        approvers_groups: tuple[str, ...] = (),
+        slack_channel: str | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """The ApprovalRequest to create; the caller's trace context rides along."""
+        parse_timeout(timeout)
+        requester: dict[str, Any] = {"workflowId": workflow_id}
+        if task_id:
+            requester["taskId"] = task_id
+        if on_behalf_of:
+            requester["onBehalfOf"] = on_behalf_of
+        spec: dict[str, Any] = {
+            "action": action,
+            "target": target,
+            "requester": requester,
+            "timeout": timeout,
+            "policy": {"requiredApprovals": approvals},
+        }
+        if approvers_users or approvers_groups:
+            spec["policy"]["approvers"] = {
+                "users": list(approvers_users),
+                "groups": list(approvers_groups),
+            }
+        if plan_summary is not None or plan_details is not None:
+            spec["plan"] = {"summary": plan_summary or "", "details": plan_details or ""}
+        if slack_channel:
+            spec["notify"] = {"slack": {"channel": slack_channel}}
+        metadata: dict[str, Any] = {"namespace": self.namespace}
+        if name:
+            metadata["name"] = name
+        else:
+            metadata["generateName"] = _name_prefix(workflow_id)
+        traceparent = traces.current_traceparent()
+        if traceparent:
+            metadata["annotations"] = {ANN_TRACEPARENT: traceparent}
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": metadata,
+            "spec": spec,
+        }
+
+    def create(self, **fields: Any) -> str:
+        """Create a request (fields as for `manifest`); return its name."""
+        return self._submit(self.manifest(**fields))
+
+    async def async_create(self, **fields: Any) -> str:
+        """`create` without blocking the event loop (the trace context is taken from here)."""
+        body = self.manifest(**fields)
+        return await asyncio.to_thread(self._submit, body)
+
+    def _submit(self, body: dict[str, Any]) -> str:
+        try:
+            created: Any = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body
+            )
+        except ApiException as exc:
+            raise GreenlightError(f"cannot create the request: {api_message(exc)}") from exc
+        return str(created["metadata"]["name"])
+
+    def get(self, name: str) -> dict[str, Any]:
+        try:
+            obj: Any = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            raise GreenlightError(
+                f"cannot read {self.namespace}/{name}: {api_message(exc)}"
+            ) from exc
+        return dict(obj)
+
+    def list(self) -> list[dict[str, Any]]:
+        try:
+            result: Any = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL
+            )
+        except ApiException as exc:
+            raise GreenlightError(f"cannot list requests: {api_message(exc)}") from exc
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    def approve(self, name: str, reason: str = "") -> None:
+        self._annotate(name, {ANN_DECISION: "approve", ANN_REASON: reason or None})
+
+    def deny(self, name: str, reason: str) -> None:
+        self._annotate(name, {ANN_DECISION: "deny", ANN_REASON: reason or None})
+
+    def cancel(self, name: str, reason: str = "") -> None:
+        self._annotate(name, {ANN_CANCEL: "true", ANN_REASON: reason or None})
+
+    def _annotate(self, name: str, annotations: dict[str, str | None]) -> None:
+        body = {
+            "metadata": {"annotations": {k: v for k, v in annotations.items() if v is not None}}
+        }
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, body
+            )
+        except ApiException as exc:
+            raise GreenlightError(api_message(exc)) from exc
+
+    def wait(self, name: str, timeout: float | None = None) -> Outcome:
+        """Block until the request is terminal; raise GreenlightError after `timeout` seconds."""
+        obj = self.get(name)
+        outcome = _outcome(obj)
+        if outcome is not None:
+            return outcome
+        watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+        version = obj["metadata"]["resourceVersion"]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise GreenlightError(
+                        f"{self.namespace}/{name} is still Pending after {timeout}s"
+                    )
+                stream = watch.stream(  # type: ignore[no-untyped-call]
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    field_selector=f"metadata.name={name}",
+                    resource_version=version,
+                    timeout_seconds=int(min(remaining or 300, 300)) or 1,
+                )
+                for event in stream:
+                    current = event["object"]
+                    version = current["metadata"]["resourceVersion"]
+                    if event["type"] == "DELETED":
+                        raise GreenlightError(f"{self.namespace}/{name} was deleted while waiting")
+                    outcome = _outcome(current)
+                    if outcome is not None:
+                        return outcome
+        except ApiException as exc:
+            if exc.status == 410:  # the watch expired: read afresh and continue
+                return self.wait(name, timeout)
+            raise GreenlightError(
+                f"cannot watch {self.namespace}/{name}: {api_message(exc)}"
+            ) from exc
+        finally:
+            watch.stop()  # type: ignore[no-untyped-call]
+
+    async def async_wait(self, name: str, limit: float | None = None) -> Outcome:
+        """`wait` without blocking the event loop; `limit` in seconds."""
+        return await asyncio.to_thread(self.wait, name, limit)
+
+
+def _name_prefix(workflow_id: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "-" for c in workflow_id.lower()).strip("-")
+    return (cleaned[:40] or "apr") + "-"
+
+
+def _outcome(obj: dict[str, Any]) -> Outcome | None:
+    status = obj.get("status") or {}
+    phase = Phase(status.get("phase") or Phase.PENDING.value)
+    if not phase.terminal:
+        return None
+    decision = status.get("decision") or {}
+    return Outcome(
+        name=str(obj["metadata"]["name"]),
+        phase=phase,
+        by=str(decision.get("by", "")),
+        via=str(decision.get("via", "")),
+        reason=str(decision.get("reason", "")),
+    )

@@ -1,0 +1,1 @@
+"""The functional core: plain data and pure functions, no I/O (DESIGN §7)."""

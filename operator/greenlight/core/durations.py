@@ -1,0 +1,36 @@
+"""The `spec.timeout` grammar, shared by the CRD's CEL rules and the operator.
+
+Accepted: a whole number of days (`3d`), or Go-style hours/minutes/seconds (`2h`, `1h30m`, `90s`),
+between 1 minute and 7 days. The CRD refuses anything else at the API server; this parser is what
+the operator (and the CLI, before it sends) uses to turn the string into a duration.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+DEFAULT_TIMEOUT = "1h"
+MIN_TIMEOUT = timedelta(minutes=1)
+MAX_TIMEOUT = timedelta(days=7)
+
+_PATTERN = re.compile(
+    r"^(?:(?P<d>[0-9]{1,3})d|(?:(?P<h>[0-9]{1,6})h)?(?:(?P<m>[0-9]{1,6})m)?(?:(?P<s>[0-9]{1,6})s)?)$"
+)
+
+
+def parse_timeout(text: str) -> timedelta:
+    """Parse a timeout such as `30m`; raise ValueError naming the value when it is not valid."""
+    match = _PATTERN.match(text)
+    if not text or match is None:
+        raise ValueError(f"timeout {text!r} is not a duration like 30m, 2h, 1h30m or 3d")
+    parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    value = timedelta(
+        days=parts.get("d", 0),
+        hours=parts.get("h", 0),
+        minutes=parts.get("m", 0),
+        seconds=parts.get("s", 0),
+    )
+    if not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+        raise ValueError(f"timeout {text!r} must be between 1m and 7d")
+    return value

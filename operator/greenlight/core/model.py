@@ -1,0 +1,100 @@
+"""Names that users, scripts and tests rely on (DESIGN §2, §3), and the plain data the core uses."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+GROUP = "greenlight.dev"
+VERSION = "v1alpha1"
+PLURAL = "approvalrequests"
+KIND = "ApprovalRequest"
+SHORT_NAME = "apr"
+
+# Annotations a user (or the CLI) writes; the admission webhook consumes them.
+ANN_DECISION = f"{GROUP}/decision"
+ANN_REASON = f"{GROUP}/reason"
+ANN_CANCEL = f"{GROUP}/cancel"
+ANN_TRACEPARENT = f"{GROUP}/traceparent"
+# Annotations only the operator (its webhook or its own identity) may write.
+ANN_REQUESTED_BY = f"{GROUP}/requested-by"
+DECISION_RECORD_PREFIX = f"decisions.{GROUP}/"
+OPERATOR_OWNED_PREFIXES = (ANN_REQUESTED_BY, DECISION_RECORD_PREFIX)
+
+# RBAC verbs checked with a SubjectAccessReview (the CertificateSigningRequest model).
+VERB_APPROVE = "approve"
+VERB_DENY = "deny"
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    APPROVED = "Approved"
+    DENIED = "Denied"
+    EXPIRED = "Expired"
+    CANCELLED = "Cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not Phase.PENDING
+
+
+class Action(enum.StrEnum):
+    """What a person asks for when they decide."""
+
+    APPROVE = "approve"
+    DENY = "deny"
+    CANCEL = "cancel"
+
+
+class Via(enum.StrEnum):
+    SLACK = "slack"
+    KUBECTL = "kubectl"
+    EXPIRY = "expiry"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated Kubernetes identity, as the API server reported it."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The final answer on a request (`status.decision`)."""
+
+    outcome: Phase
+    by: str
+    at: datetime
+    via: Via
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """What notifiers and policy need to know about one ApprovalRequest (read-only)."""
+
+    namespace: str
+    name: str
+    uid: str
+    action: str
+    target: str
+    workflow_id: str
+    task_id: str
+    on_behalf_of: str
+    plan_summary: str
+    plan_details: str
+    plan_digest: str
+    requested_by: str
+    expires_at: datetime | None
+    phase: Phase
+    required_approvals: int
+    approvers_users: tuple[str, ...] = ()
+    approvers_groups: tuple[str, ...] = ()
+    slack_channel: str = ""
+    approvals: tuple[str, ...] = ()
+    decision: Decision | None = None

@@ -1,0 +1,111 @@
+"""Who may decide, beyond RBAC: pure checks shared by the kubectl (webhook) and Slack paths.
+
+RBAC answers "may this identity use the approve/deny verb here" (a SubjectAccessReview the
+adapter performs); this module answers everything else, in a fixed order, so every path refuses
+the same attempt with the same reason and message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from greenlight.core.model import Action, Identity, RequestView
+from greenlight.core.timefmt import format_time
+
+
+@dataclass(frozen=True)
+class Attempt:
+    identity: Identity
+    action: Action
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    code: str  # "ok", "duplicate", or a refusal reason (a bounded metric label)
+    message: str
+
+
+def rbac_verb(action: Action) -> str:
+    """The RBAC verb a SubjectAccessReview checks for this action (cancel counts as approve)."""
+    return "deny" if action is Action.DENY else "approve"
+
+
+def judge(request: RequestView, attempt: Attempt, *, rbac_allowed: bool, now: datetime) -> Verdict:
+    """Whether one decision attempt is allowed; a refusal says what was wrong and what works."""
+    user = attempt.identity.user
+    ref = f"{request.namespace}/{request.name}"
+    if request.phase.terminal:
+        return _refuse("already_decided", f"{ref} is {_already(request)}")
+    if request.expires_at is not None and now >= request.expires_at:
+        at = format_time(request.expires_at)
+        return _refuse("already_decided", f"{ref} is already Expired (at {at})")
+
+    if attempt.action is Action.CANCEL:
+        if user in _requesters(request) or rbac_allowed:
+            return Verdict(True, "ok", f"{ref} cancelled by {user}")
+        return _refuse(
+            "not_authorized",
+            f"user {user!r} may not cancel {ref}: only the requester ({request.requested_by}) "
+            "or an approver (RBAC verb 'approve') may cancel",
+        )
+
+    verb = rbac_verb(attempt.action)
+    if not rbac_allowed:
+        return _refuse(
+            "not_authorized",
+            f"user {user!r} may not {verb} approvalrequests.greenlight.dev in namespace "
+            f"{request.namespace!r}: RBAC grants no {verb!r} verb "
+            "(an admin can bind the ClusterRole greenlight-approver)",
+        )
+    if not _in_approvers(request, attempt.identity):
+        return _refuse(
+            "not_in_approvers",
+            f"user {user!r} is not in policy.approvers of {ref} "
+            f"(users: {_listing(request.approvers_users)}; "
+            f"groups: {_listing(request.approvers_groups)})",
+        )
+    if attempt.action is Action.APPROVE and user in _requesters(request):
+        return _refuse(
+            "self_approval",
+            f"user {user!r} requested {ref} and cannot approve it; another approver must "
+            "(the requester may cancel instead)",
+        )
+    if attempt.action is Action.DENY and not attempt.reason.strip():
+        return _refuse(
+            "reason_required",
+            "a deny needs a reason: add greenlight.dev/reason=<why> "
+            f"(or greenlight deny {request.name} --reason <why>)",
+        )
+    if attempt.action is Action.APPROVE and user in request.approvals:
+        return Verdict(True, "duplicate", f"{user} already approved {ref}; counted once")
+    return Verdict(True, "ok", f"{attempt.action.value} by {user} recorded on {ref}")
+
+
+def _refuse(code: str, message: str) -> Verdict:
+    return Verdict(False, code, message)
+
+
+def _already(request: RequestView) -> str:
+    decision = request.decision
+    if decision is None:
+        return f"already {request.phase.value}"
+    return f"already {decision.outcome.value} by {decision.by}"
+
+
+def _requesters(request: RequestView) -> set[str]:
+    return {who for who in (request.requested_by, request.on_behalf_of) if who}
+
+
+def _in_approvers(request: RequestView, identity: Identity) -> bool:
+    if not request.approvers_users and not request.approvers_groups:
+        return True
+    return identity.user in request.approvers_users or bool(
+        set(identity.groups) & set(request.approvers_groups)
+    )
+
+
+def _listing(items: tuple[str, ...]) -> str:
+    return ", ".join(items) if items else "-"

@@ -1,0 +1,7 @@
+"""``python -m greenlight.devcluster``: see :mod:`greenlight.devcluster.commands`."""
+
+import sys
+
+from greenlight.devcluster.commands import main
+
+sys.exit(main())

@@ -1,0 +1,199 @@
+"""The operator's Prometheus metrics: the objects handlers update, on their own registry.
+
+Names, types, labels and label values are a contract (docs/telemetry.md): alert rules and
+dashboards are written against them. Labels are bounded: every value a label can take is listed
+here, and every labelled series exists at 0 from start-up so `rate()` and `increase()` see the
+first event. Label values outside these lists are refused with `ValueError` by the helpers.
+
+The objects live on `OPERATOR_REGISTRY`, not prometheus-client's global registry, so the
+operator's `/metrics` shows exactly this contract, and the agent SDK (its own registry) or a test
+never collides with it.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from greenlight.telemetry.exposition import ALL_INTERFACES, MetricsServer, Registry
+from greenlight.telemetry.exposition import serve as _serve
+
+OUTCOMES: tuple[str, ...] = ("approved", "denied", "expired", "cancelled")
+VIAS: tuple[str, ...] = ("slack", "kubectl", "expiry")
+CHANNELS: tuple[str, ...] = ("console", "slack")
+RESULTS: tuple[str, ...] = ("success", "failure")
+REFUSAL_REASONS: tuple[str, ...] = (
+    "not_authorized",
+    "not_in_approvers",
+    "self_approval",
+    "reason_required",
+    "already_decided",
+    "forged_annotation",
+    "invalid_value",
+    "invalid_signature",
+    "stale_timestamp",
+    "replayed",
+    "invalid_token",
+    "unknown_user",
+)
+
+# How long people take to decide: from half a minute to a day.
+DECISION_BUCKETS: tuple[float, ...] = (
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    7200,
+    14400,
+    28800,
+    43200,
+    86400,
+)
+# Round trips to Slack and to external services' status endpoints.
+CALL_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+OPERATOR_REGISTRY = Registry()
+
+REQUESTS_CREATED = Counter(
+    "greenlight_requests_created_total",
+    "ApprovalRequests the operator accepted (first seen Pending).",
+    registry=OPERATOR_REGISTRY,
+)
+REQUESTS_DECIDED = Counter(
+    "greenlight_requests_decided_total",
+    "ApprovalRequests that reached a terminal phase, by outcome and by how it was reached.",
+    ["outcome", "via"],
+    registry=OPERATOR_REGISTRY,
+)
+DECISION_DURATION = Histogram(
+    "greenlight_decision_duration_seconds",
+    "Time from creation to the terminal phase; exemplars carry the request's trace_id.",
+    ["outcome"],
+    buckets=DECISION_BUCKETS,
+    registry=OPERATOR_REGISTRY,
+)
+REQUESTS_PENDING = Gauge(
+    "greenlight_requests_pending",
+    "ApprovalRequests currently Pending.",
+    registry=OPERATOR_REGISTRY,
+)
+OLDEST_PENDING_AGE = Gauge(
+    "greenlight_oldest_pending_request_age_seconds",
+    "Age of the oldest Pending ApprovalRequest; 0 when none is pending.",
+    registry=OPERATOR_REGISTRY,
+)
+NOTIFICATIONS = Counter(
+    "greenlight_notifications_total",
+    "Notification deliveries (announce and resolve), by channel and result.",
+    ["channel", "result"],
+    registry=OPERATOR_REGISTRY,
+)
+NOTIFICATION_DURATION = Histogram(
+    "greenlight_notification_duration_seconds",
+    "Time one notification delivery took, successful or not.",
+    ["channel"],
+    buckets=CALL_BUCKETS,
+    registry=OPERATOR_REGISTRY,
+)
+DECISION_ATTEMPTS_REFUSED = Counter(
+    "greenlight_decision_attempts_refused_total",
+    "Decision attempts (kubectl or Slack) that were refused, by reason.",
+    ["reason"],
+    registry=OPERATOR_REGISTRY,
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "greenlight_audit_write_failures_total",
+    "Audit records that could not be written (the decision was then not reported).",
+    registry=OPERATOR_REGISTRY,
+)
+EXTERNAL_SERVICE_UP = Gauge(
+    "greenlight_external_service_up",
+    "1 when the last health check of the service answered as expected, else 0.",
+    ["service"],
+    registry=OPERATOR_REGISTRY,
+)
+EXTERNAL_SERVICE_DURATION = Histogram(
+    "greenlight_external_service_request_duration_seconds",
+    "Round trip of health checks that got an HTTP response, by service.",
+    ["service"],
+    buckets=CALL_BUCKETS,
+    registry=OPERATOR_REGISTRY,
+)
+BUILD_INFO = Gauge(
+    "greenlight_build_info",
+    "Always 1; labels say which Greenlight and Python are running.",
+    ["version", "python_version"],
+    registry=OPERATOR_REGISTRY,
+)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("greenlight")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _initialise() -> None:
+    """Create every labelled series at 0 (DESIGN §6: labelled series start at 0)."""
+    for outcome in OUTCOMES:
+        DECISION_DURATION.labels(outcome=outcome)
+        for via in VIAS:
+            REQUESTS_DECIDED.labels(outcome=outcome, via=via)
+    for channel in CHANNELS:
+        NOTIFICATION_DURATION.labels(channel=channel)
+        for result in RESULTS:
+            NOTIFICATIONS.labels(channel=channel, result=result)
+    for reason in REFUSAL_REASONS:
+        DECISION_ATTEMPTS_REFUSED.labels(reason=reason)
+    BUILD_INFO.labels(version=_version(), python_version=platform.python_version()).set(1)
+
+
+_initialise()
+
+
+def _check(label: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{label}={value!r} is not a known label value; use one of {allowed}")
+
+
+def _exemplar(trace_id: str | None) -> dict[str, str] | None:
+    return {"trace_id": trace_id} if trace_id else None
+
+
+def observe_decision(outcome: str, via: str, seconds: float, trace_id: str | None) -> None:
+    """Count a terminal request and observe how long it took, with its trace id as exemplar.
+
+    `trace_id` is the 32-hex-digit id of the request's trace (from the `greenlight.dev/traceparent`
+    annotation); None or "" records no exemplar.
+    """
+    _check("outcome", outcome, OUTCOMES)
+    _check("via", via, VIAS)
+    REQUESTS_DECIDED.labels(outcome=outcome, via=via).inc()
+    DECISION_DURATION.labels(outcome=outcome).observe(max(seconds, 0.0), _exemplar(trace_id))
+
+
+def observe_notification(
+    channel: str, result: str, seconds: float, trace_id: str | None = None
+) -> None:
+    """Count one notification delivery and observe its latency (exemplar: its trace id)."""
+    _check("channel", channel, CHANNELS)
+    _check("result", result, RESULTS)
+    NOTIFICATIONS.labels(channel=channel, result=result).inc()
+    NOTIFICATION_DURATION.labels(channel=channel).observe(max(seconds, 0.0), _exemplar(trace_id))
+
+
+def refuse(reason: str) -> None:
+    """Count one refused decision attempt."""
+    _check("reason", reason, REFUSAL_REASONS)
+    DECISION_ATTEMPTS_REFUSED.labels(reason=reason).inc()
+
+
+def serve(port: int, host: str = ALL_INTERFACES) -> MetricsServer:
+    """Serve the operator's metrics at /metrics; call the returned object to stop."""
+    return _serve(OPERATOR_REGISTRY, port, host)

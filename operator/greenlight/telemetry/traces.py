@@ -1,0 +1,157 @@
+"""OpenTelemetry tracing: one provider per process, exported over OTLP/HTTP, configured by `OTEL_*`.
+
+Export is decided by the standard environment variables only:
+
+- `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`: spans are created (so logs and
+  exemplars still carry trace ids and `traceparent` still propagates) but never exported.
+- `OTEL_TRACES_EXPORTER=otlp`, or any of `OTEL_EXPORTER_OTLP_ENDPOINT` /
+  `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` set: a `BatchSpanProcessor` with the OTLP/HTTP exporter,
+  which reads its endpoint, headers, timeout, compression and TLS settings from `OTEL_*` itself.
+- nothing set: no export. A process that was not told where a collector is does not guess,
+  so it does not fill its log with connection errors.
+
+The exporter works in a background thread: an unreachable collector costs dropped spans and
+a log line, never a blocked or failed handler. `shutdown()` is bounded in time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
+
+_log = logging.getLogger(__name__)
+_PROPAGATOR = TraceContextTextMapPropagator()
+_TRACEPARENT = "traceparent"
+
+
+class _State:
+    """What `configure` set up, so `shutdown` can flush it and a second call reuses it."""
+
+    provider: TracerProvider | None = None
+    exporter: SpanExporter | None = None
+
+
+def _exporter_wanted(env: Mapping[str, str]) -> bool:
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    names = {n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",") if n}
+    if names:
+        if names - {"otlp", "none"}:
+            _log.warning(
+                "OTEL_TRACES_EXPORTER=%s: only 'otlp' and 'none' are supported",
+                env["OTEL_TRACES_EXPORTER"],
+            )
+        return "otlp" in names
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def configure(service_name: str) -> TracerProvider:
+    """Install the process-wide tracer provider (once; later calls return the same one).
+
+    `service_name` is used unless `OTEL_SERVICE_NAME` is set; `OTEL_RESOURCE_ATTRIBUTES` and
+    `OTEL_TRACES_SAMPLER` are honoured as usual.
+    """
+    if _State.provider is not None:
+        return _State.provider
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    if _exporter_wanted(os.environ):
+        exporter = OTLPSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        _State.exporter = exporter
+    trace.set_tracer_provider(provider)
+    _State.provider = provider
+    return provider
+
+
+def shutdown(timeout_seconds: float = 5.0) -> None:
+    """Export what is buffered, waiting at most `timeout_seconds`, then stop exporting.
+
+    When the collector cannot be reached the exporter would retry for up to its own timeout;
+    past our deadline the retries are abandoned, so process exit is never held up.
+    """
+    provider, exporter = _State.provider, _State.exporter
+    if provider is None:
+        return
+    worker = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout_seconds)
+    if worker.is_alive() and exporter is not None:
+        exporter.shutdown()
+        worker.join(1.0)
+    _State.provider = None
+    _State.exporter = None
+
+
+def current_traceparent() -> str | None:
+    """The W3C `traceparent` of the current span, or None when no span is recording."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get(_TRACEPARENT)
+
+
+def context_from_traceparent(traceparent: str | None) -> otel_context.Context:
+    """A context whose parent is the span named by `traceparent` (empty when absent/invalid).
+
+    Use it to continue a trace across a process boundary:
+    `tracer.start_as_current_span(name, context=context_from_traceparent(tp))`.
+    """
+    if not traceparent:
+        return otel_context.Context()
+    return _PROPAGATOR.extract({_TRACEPARENT: traceparent}, context=otel_context.Context())
+
+
+def link_from_traceparent(traceparent: str | None) -> list[trace.Link]:
+    """Links to the span named by `traceparent`, for work done later on its behalf.
+
+    A decision hours after creation, or an expiry, starts a new trace and links it to the
+    request's trace instead of making a days-long parent span. Empty when absent/invalid.
+    """
+    span_context = trace.get_current_span(context_from_traceparent(traceparent)).get_span_context()
+    return [trace.Link(span_context)] if span_context.is_valid else []
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The 32-hex-digit trace id in `traceparent` (for exemplars), or None when invalid."""
+    span_context = trace.get_current_span(context_from_traceparent(traceparent)).get_span_context()
+    return trace.format_trace_id(span_context.trace_id) if span_context.is_valid else None
+
+
+@contextmanager
+def request_span(
+    name: str,
+    traceparent: str | None,
+    *,
+    deferred: bool,
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> Iterator[trace.Span]:
+    """The current span for operator work on one ApprovalRequest.
+
+    Work done right away (`deferred=False`, the create handler) becomes a child of the
+    orchestrator's span named by `traceparent`, so the request shows in the workflow's trace.
+    Work done later (`deferred=True`: a decision, an expiry, a cancel) starts a new trace linked
+    to it. An exception escaping the block is recorded on the span and re-raised.
+    """
+    if deferred:
+        parent, links = otel_context.Context(), link_from_traceparent(traceparent)
+    else:
+        parent, links = context_from_traceparent(traceparent), []
+    tracer = trace.get_tracer("greenlight.operator")
+    with tracer.start_as_current_span(
+        name, context=parent, links=links, attributes=attributes
+    ) as span:
+        yield span

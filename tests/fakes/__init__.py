@@ -1,0 +1,1 @@
+"""Local stand-ins for the external services Greenlight talks to, for tests."""

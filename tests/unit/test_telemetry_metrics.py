@@ -1,0 +1,259 @@
+"""The operator's /metrics: names, types, labels and values exactly as the contract says."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
+from prometheus_client.samples import Sample
+
+from greenlight.telemetry import metrics
+
+OUTCOMES = ("approved", "denied", "expired", "cancelled")
+VIAS = ("slack", "kubectl", "expiry")
+CHANNELS = ("console", "slack")
+RESULTS = ("success", "failure")
+REASONS = (
+    "not_authorized",
+    "not_in_approvers",
+    "self_approval",
+    "reason_required",
+    "already_decided",
+    "forged_annotation",
+    "invalid_value",
+    "invalid_signature",
+    "stale_timestamp",
+    "replayed",
+    "invalid_token",
+    "unknown_user",
+)
+DECISION_BUCKETS: tuple[str, ...] = ("30.0", "60.0", "120.0", "300.0", "600.0", "1800.0")
+DECISION_BUCKETS += ("3600.0", "7200.0", "14400.0", "28800.0", "43200.0", "86400.0", "+Inf")
+
+# Family name -> (type, label names) per the telemetry contract.
+CONTRACT = {
+    "greenlight_requests_created": ("counter", ()),
+    "greenlight_requests_decided": ("counter", ("outcome", "via")),
+    "greenlight_decision_duration_seconds": ("histogram", ("outcome",)),
+    "greenlight_requests_pending": ("gauge", ()),
+    "greenlight_oldest_pending_request_age_seconds": ("gauge", ()),
+    "greenlight_notifications": ("counter", ("channel", "result")),
+    "greenlight_notification_duration_seconds": ("histogram", ("channel",)),
+    "greenlight_decision_attempts_refused": ("counter", ("reason",)),
+    "greenlight_audit_write_failures": ("counter", ()),
+    "greenlight_external_service_up": ("gauge", ("service",)),
+    "greenlight_external_service_request_duration_seconds": ("histogram", ("service",)),
+    "greenlight_build_info": ("gauge", ("version", "python_version")),
+}
+
+# Every labelled series that must exist, at 0, before anything happened.
+ZERO_SERIES: list[tuple[str, dict[str, str]]] = (
+    [("greenlight_requests_created_total", {})]
+    + [("greenlight_requests_pending", {})]
+    + [("greenlight_oldest_pending_request_age_seconds", {})]
+    + [("greenlight_audit_write_failures_total", {})]
+    + [
+        ("greenlight_requests_decided_total", {"outcome": o, "via": v})
+        for o, v in itertools.product(OUTCOMES, VIAS)
+    ]
+    + [("greenlight_decision_duration_seconds_count", {"outcome": o}) for o in OUTCOMES]
+    + [
+        ("greenlight_notifications_total", {"channel": c, "result": r})
+        for c, r in itertools.product(CHANNELS, RESULTS)
+    ]
+    + [("greenlight_notification_duration_seconds_count", {"channel": c}) for c in CHANNELS]
+    + [("greenlight_decision_attempts_refused_total", {"reason": r}) for r in REASONS]
+)
+
+
+def scrape(port: int, openmetrics: bool = False) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if openmetrics:
+        request.add_header("Accept", "application/openmetrics-text; version=1.0.0")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body: bytes = response.read()
+        return body.decode()
+
+
+def samples(text: str) -> list[Sample]:
+    return [sample for family in parse_prometheus(text) for sample in family.samples]
+
+
+@pytest.fixture(scope="module")
+def fresh_operator_metrics() -> Iterator[str]:
+    """The /metrics text of a fresh process that only imported and served the metrics."""
+    program = (
+        "import sys\n"
+        "from greenlight.telemetry import metrics\n"
+        "server = metrics.serve(0, '127.0.0.1')\n"
+        "print(server.port, flush=True)\n"
+        "sys.stdin.read()\n"
+        "server()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdin is not None
+    port = int(process.stdout.readline())
+    try:
+        yield scrape(port)
+    finally:
+        process.stdin.close()
+        assert process.wait(timeout=10) == 0
+
+
+@pytest.fixture
+def served() -> Iterator[int]:
+    server = metrics.serve(0, "127.0.0.1")
+    yield server.port
+    server()
+
+
+def test_every_contract_metric_is_served_with_its_type_and_labels(
+    fresh_operator_metrics: str,
+) -> None:
+    families = {family.name: family for family in parse_prometheus(fresh_operator_metrics)}
+
+    for name, (kind, labels) in CONTRACT.items():
+        assert name in families, f"{name} is not served"
+        assert families[name].type == kind, name
+        for sample in families[name].samples:
+            own = {key for key in sample.labels if key != "le"}
+            assert own == set(labels), (sample.name, sample.labels)
+    assert not {name for name in families if name.startswith("greenlight_")} - set(CONTRACT)
+
+
+def test_every_labelled_series_starts_at_zero(fresh_operator_metrics: str) -> None:
+    served = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for s in samples(fresh_operator_metrics)
+    }
+
+    for name, labels in ZERO_SERIES:
+        key = (name, tuple(sorted(labels.items())))
+        assert served.get(key) == 0.0, f"{name}{labels} is {served.get(key)}"
+
+
+def test_only_the_known_label_values_are_exported(fresh_operator_metrics: str) -> None:
+    decided = [
+        s for s in samples(fresh_operator_metrics) if s.name == "greenlight_requests_decided_total"
+    ]
+    refused = [
+        s
+        for s in samples(fresh_operator_metrics)
+        if s.name == "greenlight_decision_attempts_refused_total"
+    ]
+
+    assert len(decided) == len(OUTCOMES) * len(VIAS)
+    assert sorted(s.labels["reason"] for s in refused) == sorted(REASONS)
+    assert metrics.REFUSAL_REASONS == REASONS
+
+
+def test_decision_histogram_has_the_buckets_from_half_a_minute_to_a_day(
+    fresh_operator_metrics: str,
+) -> None:
+    buckets = [
+        s.labels["le"]
+        for s in samples(fresh_operator_metrics)
+        if s.name == "greenlight_decision_duration_seconds_bucket"
+        and s.labels["outcome"] == "denied"
+    ]
+
+    assert tuple(buckets) == DECISION_BUCKETS
+
+
+def test_build_info_is_one_with_version_labels(fresh_operator_metrics: str) -> None:
+    [info] = [s for s in samples(fresh_operator_metrics) if s.name == "greenlight_build_info"]
+
+    assert info.value == 1.0
+    assert info.labels["version"] not in ("", "unknown")
+    assert info.labels["python_version"] == ".".join(map(str, sys.version_info[:3]))
+
+
+def test_observe_decision_counts_and_records_the_trace_id_as_exemplar(served: int) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    before = metrics.OPERATOR_REGISTRY.get_sample_value(
+        "greenlight_requests_decided_total", {"outcome": "denied", "via": "slack"}
+    )
+
+    metrics.observe_decision("denied", "slack", 1000.0, trace_id)
+
+    text = scrape(served, openmetrics=True)
+    families = {family.name: family for family in parse_openmetrics(text)}  # type: ignore[no-untyped-call]
+    decided = {
+        tuple(sorted(s.labels.items())): s.value
+        for s in families["greenlight_requests_decided"].samples
+    }
+    assert decided[(("outcome", "denied"), ("via", "slack"))] == (before or 0) + 1
+    [bucket] = [
+        s
+        for s in families["greenlight_decision_duration_seconds"].samples
+        if s.name.endswith("_bucket") and s.labels == {"outcome": "denied", "le": "1800.0"}
+    ]
+    assert bucket.exemplar is not None
+    assert bucket.exemplar.labels == {"trace_id": trace_id}
+    assert bucket.exemplar.value == 1000.0
+
+
+def test_observe_notification_counts_by_channel_and_result() -> None:
+    labels = {"channel": "slack", "result": "failure"}
+    before = (
+        metrics.OPERATOR_REGISTRY.get_sample_value("greenlight_notifications_total", labels) or 0
+    )
+    count = "greenlight_notification_duration_seconds_count"
+    before_count = metrics.OPERATOR_REGISTRY.get_sample_value(count, {"channel": "slack"}) or 0
+
+    metrics.observe_notification("slack", "failure", 0.3)
+
+    assert (
+        metrics.OPERATOR_REGISTRY.get_sample_value("greenlight_notifications_total", labels)
+        == before + 1
+    )
+    assert (
+        metrics.OPERATOR_REGISTRY.get_sample_value(count, {"channel": "slack"}) == before_count + 1
+    )
+
+
+def test_refuse_counts_a_known_reason() -> None:
+    name = "greenlight_decision_attempts_refused_total"
+    before = metrics.OPERATOR_REGISTRY.get_sample_value(name, {"reason": "self_approval"}) or 0
+
+    metrics.refuse("self_approval")
+
+    assert (
+        metrics.OPERATOR_REGISTRY.get_sample_value(name, {"reason": "self_approval"}) == before + 1
+    )
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: metrics.observe_decision("rejected", "slack", 1.0, None),
+        lambda: metrics.observe_decision("approved", "email", 1.0, None),
+        lambda: metrics.observe_notification("email", "success", 1.0),
+        lambda: metrics.refuse("because"),
+    ],
+)
+def test_unknown_label_values_are_refused_so_labels_stay_bounded(call: object) -> None:
+    assert callable(call)
+    with pytest.raises(ValueError, match="is not a known label value"):
+        call()
+
+
+def test_stopping_the_server_releases_the_port() -> None:
+    server = metrics.serve(0, "127.0.0.1")
+    port = server.port
+    assert "greenlight_requests_pending" in scrape(port)
+
+    server()
+
+    with pytest.raises(OSError, match="refused"):
+        scrape(port)
