@@ -16,3 +16,7 @@ from tests.support.fixtures import (  # noqa: E402
 )
 
 __all__ = ["control_plane", "kube_client", "kubectl", "namespace"]
+
+from tests.support.operator_fixtures import operator, operator_process, people  # noqa: E402
+
+__all__ += ["operator", "operator_process", "people"]

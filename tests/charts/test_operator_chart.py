@@ -217,14 +217,10 @@ def test_cert_manager_issues_the_serving_cert_and_injects_the_ca() -> None:
     objects = render(PROFILES["cert-manager"])
     certificate = one(objects, "Certificate")
     assert one(objects, "Issuer")["spec"] == {"selfSigned": {}}
-    assert (
-        certificate["spec"]["secretName"]
-        == (
-            one(objects, "StatefulSet")["spec"]["template"]["spec"]["volumes"][1]["secret"][
-                "secretName"
-            ]
-        )
-    )
+    volumes = {
+        v["name"]: v for v in one(objects, "StatefulSet")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert certificate["spec"]["secretName"] == volumes["webhook-tls"]["secret"]["secretName"]
     assert by_kind(objects, "Secret") == []
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         configuration = one(objects, kind)

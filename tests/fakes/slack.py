@@ -622,6 +622,13 @@ class StubDecisions:
     allowed: set[str] = field(default_factory=set)
     submitted: list[tuple[str, str, Identity, Action, str, Via]] = field(default_factory=list)
     audits: list[dict[str, Any]] = field(default_factory=list)
+    _audited: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def wait_audited(self, reason: str, within: float = 5.0) -> None:
+        """Wait until a refusal with `reason` was audited (handlers run after the ack)."""
+        async with self._audited:
+            reasons = lambda: [a["reason"] for a in self.audits]  # noqa: E731
+            await asyncio.wait_for(self._audited.wait_for(lambda: reason in reasons()), within)
 
     def add(self, request: RequestView) -> RequestView:
         self.requests[request.uid] = request
@@ -679,4 +686,6 @@ class StubDecisions:
                 "details": dict(details or {}),
             }
         )
+        async with self._audited:
+            self._audited.notify_all()
         return True

@@ -31,6 +31,7 @@ from greenlight.devcluster.commands import configured_cluster
 from greenlight.devcluster.controlplane import find_assets, free_port
 from greenlight.devcluster.manifests import InstallError
 from greenlight.devcluster.pki import create_ca, issue_certificate
+from greenlight.devcluster.processes import is_running
 
 
 def pinned_kubernetes_version() -> str:
@@ -368,21 +369,13 @@ def server_pids(cluster_dir: Path) -> list[int]:
 
 
 def wait_until_gone(pids: list[int], timeout: float = 15) -> list[int]:
-    """The pids still running after ``timeout`` (zombies count as gone)."""
+    """The pids still running after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
-        alive = [pid for pid in pids if _running(pid)]
+        alive = [pid for pid in pids if is_running(pid)]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def test_up_serves_until_interrupted_and_leaves_no_processes(tmp_path: Path) -> None:

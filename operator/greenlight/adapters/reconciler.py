@@ -82,6 +82,7 @@ async def reconcile(
         transition = lifecycle.reconcile(obj, now())
         if transition.changes(obj):
             await _audit(runtime, obj, transition)
+            _clear_audit_failure(transition.status)
             try:
                 obj = await runtime.kube.patch_status(
                     namespace, name, transition.status, str(obj["metadata"]["resourceVersion"])
@@ -133,6 +134,18 @@ async def _surface_audit_failure(runtime: Runtime, obj: Mapping[str, Any], error
         )
     except (Conflict, NotFound):
         return
+
+
+def _clear_audit_failure(status: dict[str, Any]) -> None:
+    if any(c.get("type") == "Audited" for c in status.get("conditions") or ()):
+        lifecycle.set_condition(
+            status,
+            "Audited",
+            "True",
+            "AuditWritten",
+            "audit records are being written again",
+            now(),
+        )
 
 
 def _count(runtime: Runtime, obj: Mapping[str, Any], transition: lifecycle.Transition) -> None:

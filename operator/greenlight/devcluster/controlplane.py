@@ -27,7 +27,7 @@ from typing import Any, Self
 import yaml
 
 from greenlight.devcluster.pki import ADMIN_USER, ControlPlanePki, ensure_pki
-from greenlight.devcluster.processes import ChildProcess, kill_stale_group
+from greenlight.devcluster.processes import ChildProcess, is_running, kill_stale_group
 
 CONTEXT_NAME = "greenlight-dev"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -450,7 +450,7 @@ class ControlPlane:
         killed = [pid for pid in pids.values() if kill_stale_group(int(pid), str(self.workdir))]
         deadline = time.monotonic() + 10
         while killed and time.monotonic() < deadline:
-            killed = [pid for pid in killed if Path(f"/proc/{pid}").exists()]
+            killed = [pid for pid in killed if is_running(pid)]
             time.sleep(0.05)
         record.unlink(missing_ok=True)
 

@@ -108,6 +108,15 @@ def kill_stale_group(pid: int, marker: str) -> bool:
     return True
 
 
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process; a zombie waiting to be reaped does not count."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
