@@ -287,6 +287,12 @@ class FakeSlack:
     ) -> SignedRequest:
         """The request Slack would send: form-encoded `payload`, v0 signature over the raw body."""
         body = urlencode({"payload": json.dumps(payload)}).encode()
+        return self.sign_body(body, secret=secret, timestamp=timestamp)
+
+    def sign_body(
+        self, body: bytes, *, secret: str | None = None, timestamp: int | None = None
+    ) -> SignedRequest:
+        """Any raw body signed with Slack's v0 scheme (`v0:<timestamp>:<body>`, HMAC-SHA256)."""
         stamp = str(int(time.time()) if timestamp is None else timestamp)
         key = (secret if secret is not None else self.signing_secret).encode()
         digest = hmac.new(key, b"v0:" + stamp.encode() + b":" + body, hashlib.sha256).hexdigest()

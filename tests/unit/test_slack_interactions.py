@@ -171,6 +171,7 @@ async def test_forged_or_stale_requests_are_refused_and_audited(
     message = await harness.post(pending_request())
     before = _refused(reason)
     assert await harness.send(harness.click(message, ALICE, APPROVE_ACTION_ID), **sign) == 401
+    await harness.decisions.wait_audited(reason)
     assert harness.decisions.submitted == []
     assert _refused(reason) == before + 1
     assert [a["reason"] for a in harness.decisions.audits] == [reason]
@@ -192,6 +193,7 @@ async def test_replayed_payload_is_refused_and_audited(harness: Harness) -> None
     first, _ = await harness.slack.deliver(harness.runtime.interactions_url, signed)
     again, _ = await harness.slack.deliver(harness.runtime.interactions_url, signed)
     assert (first, again) == (200, 401)
+    await harness.decisions.wait_audited("replayed")
     await harness.told(ALICE, "is recorded")
     assert len(harness.decisions.submitted) == 1
     assert _refused("replayed") == before + 1
@@ -275,8 +277,8 @@ async def test_click_for_a_deleted_request_says_so(harness: Harness) -> None:
     assert harness.decisions.submitted == []
 
 
-async def test_unparseable_body_with_valid_signature_is_a_bad_request(harness: Harness) -> None:
-    signed = harness.slack.sign({"type": "block_actions"})
-    broken = type(signed)(b"not-a-form", signed.headers)
-    status, _ = await harness.slack.deliver(harness.runtime.interactions_url, broken)
-    assert status == 401  # the signature covered the original body, not this one
+async def test_signed_body_that_is_not_an_interaction_is_a_bad_request(harness: Harness) -> None:
+    request = harness.slack.sign_body(b"not-a-form")
+    status, _ = await harness.slack.deliver(harness.runtime.interactions_url, request)
+    assert status == 400
+    assert harness.decisions.audits == []
