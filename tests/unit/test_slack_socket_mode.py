@@ -92,20 +92,33 @@ async def test_click_over_the_socket_is_acked_and_decided(socket: Socket) -> Non
 
 
 async def test_redelivered_envelope_is_acked_but_handled_once(socket: Socket) -> None:
-    request = socket.decisions.add(pending_request(required_approvals=2))
+    request = socket.decisions.add(pending_request())
     ref = await socket.runtime.notifier.notify(request)
     (message,) = socket.slack.messages(ref.channel)
-    click = socket.slack.block_actions(
-        user="U0ALICE",
-        action_id=APPROVE_ACTION_ID,
-        value=_button(message, APPROVE_ACTION_ID),
-        channel=ref.channel,
-        message_ts=ref.ref,
-    )
-    await socket.slack.push(click, envelope_id="env-2")
-    assert await socket.slack.push(click, envelope_id="env-2") == {"envelope_id": "env-2"}
-    await socket.slack.wait_for_call("chat.postEphemeral")
+    value = _button(message, APPROVE_ACTION_ID)
+
+    def click(user: str) -> dict[str, object]:
+        return socket.slack.block_actions(
+            user=user,
+            action_id=APPROVE_ACTION_ID,
+            value=value,
+            channel=ref.channel,
+            message_ts=ref.ref,
+        )
+
+    await socket.slack.push(click("U0ALICE"), envelope_id="env-2")
+    assert await socket.slack.push(click("U0ALICE"), envelope_id="env-2") == {
+        "envelope_id": "env-2"
+    }
+    # A later envelope from someone else marks the point by which a duplicate would have run.
+    await socket.slack.push(click("U0NOBODY"), envelope_id="env-3")
+    await socket.slack.wait_for_call("chat.postEphemeral", lambda c: c.args["user"] == "U0NOBODY")
+    await socket.slack.wait_for_call("chat.postEphemeral", lambda c: c.args["user"] == "U0ALICE")
     assert len(socket.decisions.submitted) == 1
+    assert (
+        len([c for c in socket.slack.calls_to("chat.postEphemeral") if c.args["user"] == "U0ALICE"])
+        == 1
+    )
 
 
 async def test_deny_modal_round_trip_over_the_socket(socket: Socket) -> None:
