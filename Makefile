@@ -36,14 +36,14 @@ run: deps control-plane ## run the operator (local control plane when no cluster
 
 .PHONY: lint
 lint: deps ## ruff (lint + format check) and mypy --strict
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator tests bench observability
+	$(VENV)/bin/ruff format --check operator tests bench observability
 	$(VENV)/bin/mypy
 
 .PHONY: fmt
 fmt: deps ## apply ruff's formatting and safe fixes
-	$(VENV)/bin/ruff format operator tests bench
-	$(VENV)/bin/ruff check --fix operator tests bench
+	$(VENV)/bin/ruff format operator tests bench observability
+	$(VENV)/bin/ruff check --fix operator tests bench observability
 
 .PHONY: test-unit
 test-unit: deps ## pure core, rendering, signatures, audit chain

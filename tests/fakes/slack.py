@@ -36,6 +36,7 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
+from greenlight.adapters.decisions import DecisionRefused
 from greenlight.core.model import Action, Decision, Identity, Phase, RequestView, Via
 
 BOT_TOKEN = "xoxb-fake-bot-token"
@@ -584,15 +585,6 @@ def _public(message: Payload, with_metadata: bool = True) -> Payload:
 # -- the operator's side, for tests of the Slack adapter alone ------------------------------
 
 
-class StubRefused(Exception):
-    """Shaped like greenlight.adapters.decisions.DecisionRefused: `reason` and `message`."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
 def pending_request(**overrides: Any) -> RequestView:
     """A Pending RequestView with plausible values; keyword arguments replace fields."""
     values: dict[str, Any] = {
@@ -619,7 +611,8 @@ def pending_request(**overrides: Any) -> RequestView:
 
 @dataclass
 class StubDecisions:
-    """The decision path reduced to its contract: who may approve/deny, terminal is final.
+    """The decision path reduced to its contract: who may decide, terminal is final, and a
+    repeated approval by the same user is a no-op ("duplicate"), as in decisions.submit_decision.
 
     `allowed` lists the Kubernetes users RBAC would allow; every call and audit record is kept.
     """
@@ -649,13 +642,15 @@ class StubDecisions:
         )
         if request.phase.terminal:
             by = request.decision.by if request.decision else ""
-            raise StubRefused("already_decided", f"already {request.phase.value} by {by}")
+            raise DecisionRefused("already_decided", f"already {request.phase.value} by {by}")
         if identity.user not in self.allowed:
-            raise StubRefused(
+            raise DecisionRefused(
                 "not_authorized", f"{identity.user} may not {action.value} this request"
             )
+        if action is Action.APPROVE and identity.user in request.approvals:
+            return request
         if action is Action.DENY and not reason:
-            raise StubRefused("reason_required", "a deny needs a reason")
+            raise DecisionRefused("reason_required", "a deny needs a reason")
         approvals = (
             (*request.approvals, identity.user) if action is Action.APPROVE else request.approvals
         )

@@ -139,7 +139,9 @@ def test_install_returns_once_the_crd_is_established(
     (tmp_path / "widgets.yaml").write_text(yaml.safe_dump(widget_crd(group)))
 
     installed = install(control_plane.kubeconfig, [tmp_path])
-    # No sleep or retry: the new type must be served the moment install() returns.
+    # No sleep or retry: the new type must be served, from its watch cache too (what informers
+    # and kopf list from), the moment install() returns.
+    kubectl("get", "--raw", f"/apis/{group}/v1/widgets?resourceVersion=0")
     widget = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w"}}
     kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(widget))
     reinstalled = install(control_plane.kubeconfig, [tmp_path])

@@ -106,7 +106,7 @@ async def test_signed_approve_click_is_acknowledged_at_once_then_decided(harness
     )
     assert status == 200
     assert elapsed < 1.0
-    await harness.told(ALICE, "it is now Approved")
+    await harness.told(ALICE, "Recorded: you approved payments/destroy-prod-7x2k")
     ((ns, name, identity, action, reason, via),) = harness.decisions.submitted
     assert (ns, name, action, reason, via) == (
         "payments",
@@ -126,7 +126,7 @@ async def test_deny_opens_a_modal_and_the_submitted_reason_denies(harness: Harne
     assert harness.decisions.submitted == []
     submission = harness.slack.view_submission(user=BOB, view=view, reason="not during the freeze")
     assert await harness.send(submission) == 200
-    await harness.told(BOB, "it is now Denied")
+    await harness.told(BOB, "Recorded: you denied payments/destroy-prod-7x2k")
     ((_ns, _name, identity, action, reason, _via),) = harness.decisions.submitted
     assert (identity.user, action, reason) == (
         "bob@example.com",
@@ -194,7 +194,7 @@ async def test_replayed_payload_is_refused_and_audited(harness: Harness) -> None
     again, _ = await harness.slack.deliver(harness.runtime.interactions_url, signed)
     assert (first, again) == (200, 401)
     await harness.decisions.wait_audited("replayed")
-    await harness.told(ALICE, "is recorded")
+    await harness.told(ALICE, "Recorded: you approved")
     assert len(harness.decisions.submitted) == 1
     assert _refused("replayed") == before + 1
     assert [a["reason"] for a in harness.decisions.audits] == ["replayed"]
@@ -231,7 +231,7 @@ async def test_deny_token_under_the_approve_button_is_refused(harness: Harness) 
 async def test_click_on_a_decided_request_says_who_decided(harness: Harness) -> None:
     message = await harness.post(pending_request())
     assert await harness.send(harness.click(message, ALICE, APPROVE_ACTION_ID)) == 200
-    await harness.told(ALICE, "it is now Approved")
+    await harness.told(ALICE, "Recorded: you approved payments/destroy-prod-7x2k")
     assert await harness.send(harness.click(message, BOB, APPROVE_ACTION_ID)) == 200
     await harness.told(BOB, "already Approved by alice@example.com")
 
@@ -239,11 +239,10 @@ async def test_click_on_a_decided_request_says_who_decided(harness: Harness) -> 
 async def test_second_click_by_the_same_approver_is_already_recorded(harness: Harness) -> None:
     message = await harness.post(pending_request(required_approvals=2))
     assert await harness.send(harness.click(message, ALICE, APPROVE_ACTION_ID)) == 200
-    await harness.told(ALICE, "(1 of 2 approvals)")
+    await harness.told(ALICE, "(2 approvals required)")
     assert await harness.send(harness.click(message, ALICE, APPROVE_ACTION_ID)) == 200
-    await harness.told(ALICE, "already recorded")
-    assert len(harness.decisions.submitted) == 1
-    assert harness.decisions.audits[-1]["reason"] == "already_decided"
+    await harness.told(ALICE, "was already recorded")
+    assert harness.decisions.requests[pending_request().uid].approvals == ("alice@example.com",)
 
 
 async def test_deny_click_on_a_decided_request_opens_no_modal(harness: Harness) -> None:

@@ -84,7 +84,7 @@ async def test_click_over_the_socket_is_acked_and_decided(socket: Socket) -> Non
     ack = await socket.slack.push(click, envelope_id="env-1")
     assert ack == {"envelope_id": "env-1"}
     await socket.slack.wait_for_call(
-        "chat.postEphemeral", lambda c: "it is now Approved" in c.args["text"]
+        "chat.postEphemeral", lambda c: "Recorded: you approved" in c.args["text"]
     )
     assert socket.decisions.requests[request.uid].phase is Phase.APPROVED
     ((_ns, _name, identity, action, _reason, _via),) = socket.decisions.submitted
@@ -139,7 +139,7 @@ async def test_deny_modal_round_trip_over_the_socket(socket: Socket) -> None:
         socket.slack.view_submission(user="U0ALICE", view=view, reason="freeze")
     )
     await socket.slack.wait_for_call(
-        "chat.postEphemeral", lambda c: "it is now Denied" in c.args["text"]
+        "chat.postEphemeral", lambda c: "Recorded: you denied" in c.args["text"]
     )
     assert socket.decisions.requests[request.uid].decision is not None
 

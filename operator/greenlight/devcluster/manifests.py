@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -44,7 +46,7 @@ def manifest_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def install(kubeconfig: Path | str, paths: Sequence[Path], *, timeout: float = 60.0) -> list[str]:
-    """Server-side apply the manifests and wait until every CRD among them is Established.
+    """Server-side apply the manifests; return once every CRD among them is Established and served.
 
     ``kubeconfig`` is a ``KUBECONFIG`` value (a path, or several joined by ``os.pathsep``).
     Returns the names of the CRDs that were waited for. Server-side apply with a fixed field
@@ -66,19 +68,28 @@ def install(kubeconfig: Path | str, paths: Sequence[Path], *, timeout: float = 6
         env,
         timeout,
     )
-    names = _crd_names(files)
-    if names:
-        crds = [f"crd/{name}" for name in names]
+    crds = _crds(files)
+    if crds:
         _run(
-            ["wait", "--for=condition=Established", f"--timeout={int(timeout)}s", *crds],
+            ["wait", "--for=condition=Established", f"--timeout={int(timeout)}s"]
+            + [f"crd/{crd.name}" for crd in crds],
             env,
             timeout + 10,
         )
-    return names
+        deadline = time.monotonic() + timeout
+        for crd in crds:
+            _wait_until_served(crd, env, deadline)
+    return [crd.name for crd in crds]
 
 
-def _crd_names(files: Iterable[Path]) -> list[str]:
-    names: list[str] = []
+@dataclass(frozen=True)
+class _Crd:
+    name: str
+    list_path: str
+
+
+def _crds(files: Iterable[Path]) -> list[_Crd]:
+    crds: list[_Crd] = []
     for path in files:
         with path.open() as handle:
             for document in yaml.safe_load_all(handle):
@@ -86,8 +97,31 @@ def _crd_names(files: Iterable[Path]) -> list[str]:
                     isinstance(document, dict)
                     and document.get("kind") == "CustomResourceDefinition"
                 ):
-                    names.append(document["metadata"]["name"])
-    return names
+                    spec = document["spec"]
+                    version = next(v["name"] for v in spec["versions"] if v.get("storage"))
+                    crds.append(
+                        _Crd(
+                            name=document["metadata"]["name"],
+                            list_path=f"/apis/{spec['group']}/{version}/{spec['names']['plural']}",
+                        )
+                    )
+    return crds
+
+
+def _wait_until_served(crd: _Crd, env: dict[str, str], deadline: float) -> None:
+    """Wait for the new type's storage: Established comes first, its watch cache a moment later.
+
+    Until then lists from the cache (``resourceVersion=0``, what informers and kopf send)
+    answer 429 "storage is (re)initializing".
+    """
+    while True:
+        try:
+            _run(["get", "--raw", f"{crd.list_path}?limit=1&resourceVersion=0"], env, 10)
+            return
+        except InstallError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float) -> None:

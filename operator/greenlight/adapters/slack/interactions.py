@@ -9,8 +9,8 @@ payload their own way and then hand it to the same `InteractionHandler`, which
    policy.approvers, self-approval ban, reason for deny, terminal requests) and audits it;
 4. tells the person what happened in an ephemeral message, visible to them only.
 
-Refusals decided here (before `submit_decision`) are audited and counted here; the ones decided
-by `submit_decision` are audited and counted there, so each attempt is recorded once.
+Refusals decided here (before `submit_decision`) are audited and counted here; every attempt
+that reaches `submit_decision` is audited and counted there, so each attempt is recorded once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import structlog
@@ -29,11 +29,12 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from greenlight.adapters.auditlog import AuditWriteError
+from greenlight.adapters.decisions import DecisionRefused
 from greenlight.adapters.slack import blocks
 from greenlight.adapters.slack.client import API_ERRORS, error_code
 from greenlight.adapters.slack.tokens import ButtonToken, InvalidToken, TokenCodec
 from greenlight.adapters.slack.users import UnknownUser, UserDirectory, UserLookupError
-from greenlight.core.model import Action, Identity, Phase, RequestView, Via
+from greenlight.core.model import Action, Identity, RequestView, Via
 from greenlight.telemetry import metrics
 
 INTERACTIONS_PATH = "/slack/interactions"
@@ -65,14 +66,6 @@ class RecordAudit(Protocol):
         reason: str = "",
         details: Mapping[str, Any] | None = None,
     ) -> object: ...
-
-
-@runtime_checkable
-class Refusal(Protocol):
-    """What `submit_decision` raises to refuse (decisions.DecisionRefused): label and text."""
-
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -212,11 +205,9 @@ class InteractionHandler:
     async def _decide(self, click: _Click) -> None:
         try:
             _grant, identity, request = await self._admit(click)
-            if click.expected is Action.APPROVE and identity.user in request.approvals:
-                raise _Refused(
-                    "already_decided", "Your approval of this request is already recorded.", request
-                )
-            view = await self._decisions.submit_decision(
+            # A repeated approval is recorded once (the decision path answers "duplicate").
+            repeated = click.expected is Action.APPROVE and identity.user in request.approvals
+            await self._decisions.submit_decision(
                 request.namespace, request.name, identity, click.expected, click.reason, Via.SLACK
             )
         except _Refused as refusal:
@@ -225,18 +216,20 @@ class InteractionHandler:
         except UserLookupError as exc:
             await self._unavailable(click, exc)
             return
-        except Exception as exc:
-            if not isinstance(exc, Refusal):
-                await self._tell(
-                    click,
-                    "Greenlight could not record your decision right now; please try again, "
-                    "or decide with kubectl.",
-                )
-                raise
-            # Audited and counted by submit_decision itself.
+        except DecisionRefused as exc:  # audited and counted by submit_decision itself
             await self._tell(click, f"Refused: {exc.message}")
             return
-        await self._tell(click, _confirmation(view, click.expected))
+        except Exception:
+            await self._tell(
+                click,
+                "Greenlight could not record your decision right now; please try again, "
+                "or decide with kubectl.",
+            )
+            raise
+        if repeated:
+            await self._tell(click, f"Your approval of {_ref(request)} was already recorded.")
+        else:
+            await self._tell(click, _confirmation(request, click.expected))
 
     async def _admit(self, click: _Click) -> tuple[ButtonToken, Identity, RequestView]:
         """The checks every click passes before it reaches the decision path."""
@@ -429,15 +422,15 @@ def _already(request: RequestView) -> str:
     return f"already {request.phase.value}" + (f" by {who}" if who else "")
 
 
-def _confirmation(view: RequestView, action: Action) -> str:
-    if view.phase is Phase.PENDING:
-        count = len(view.approvals)
-        return (
-            f"Your approval of {_ref(view)} is recorded "
-            f"({count} of {view.required_approvals} approvals)."
-        )
-    verb = "approved" if action is Action.APPROVE else "denied"
-    return f"You {verb} {_ref(view)}: it is now {view.phase.value}."
+def _confirmation(request: RequestView, action: Action) -> str:
+    """What was recorded; the announcement itself changes once the request is decided."""
+    if action is Action.DENY:
+        return f"Recorded: you denied {_ref(request)}."
+    needed = request.required_approvals
+    return (
+        f"Recorded: you approved {_ref(request)} "
+        f"({needed} approval{'s' if needed != 1 else ''} required)."
+    )
 
 
 def _summary(request: RequestView) -> dict[str, Any]:

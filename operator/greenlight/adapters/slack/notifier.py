@@ -11,16 +11,16 @@ states the exact guarantee and its bound (HISTORY_PAGES x HISTORY_PAGE_SIZE mess
 
 Resolving. `resolve` rewrites the message (buttons gone; outcome, who, when, via, reason) and
 replies in its thread once: the reply carries `greenlight_resolution` metadata and is looked up
-in the thread before posting, for the same reason.
+in the thread before posting, for the same reason. A message that can no longer be edited
+(deleted, channel archived) is logged and left alone: no retry could change that.
+
+Delivery metrics are counted by the caller (the reconciler) for every notifier alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +33,6 @@ from greenlight.adapters.slack import blocks
 from greenlight.adapters.slack.client import API_ERRORS, error_code
 from greenlight.adapters.slack.tokens import TokenCodec
 from greenlight.core.model import Action, RequestView
-from greenlight.telemetry import metrics
 
 REQUEST_EVENT = "greenlight_request"
 RESOLUTION_EVENT = "greenlight_resolution"
@@ -72,7 +71,7 @@ class SlackNotifier:
         lock, users = self._locks.get(request.uid, (asyncio.Lock(), 0))
         self._locks[request.uid] = (lock, users + 1)
         try:
-            async with lock, self._measured():
+            async with lock:
                 return await self._notify_once(request, channel)
         finally:
             lock, users = self._locks[request.uid]
@@ -84,36 +83,34 @@ class SlackNotifier:
     async def resolve(self, request: RequestView, ref: NotificationRef) -> None:
         if not ref.ref:
             return
-        async with self._measured() as delivery:
-            message = blocks.resolved_message(request)
-            try:
-                await self._client.chat_update(
+        message = blocks.resolved_message(request)
+        try:
+            await self._client.chat_update(
+                channel=ref.channel,
+                ts=ref.ref,
+                text=message.text,
+                blocks=message.blocks,
+                metadata=_metadata(REQUEST_EVENT, request),
+            )
+            if not await self._find_resolution_reply(request, ref):
+                await self._client.chat_postMessage(
                     channel=ref.channel,
-                    ts=ref.ref,
-                    text=message.text,
-                    blocks=message.blocks,
-                    metadata=_metadata(REQUEST_EVENT, request),
+                    thread_ts=ref.ref,
+                    text=blocks.outcome_line(request),
+                    metadata=_metadata(RESOLUTION_EVENT, request),
                 )
-                if not await self._find_resolution_reply(request, ref):
-                    await self._client.chat_postMessage(
-                        channel=ref.channel,
-                        thread_ts=ref.ref,
-                        text=blocks.outcome_line(request),
-                        metadata=_metadata(RESOLUTION_EVENT, request),
-                    )
-            except SlackApiError as exc:
-                if error_code(exc) in _PERMANENT_ERRORS:
-                    log.warning(
-                        "slack message can no longer be updated",
-                        request=f"{request.namespace}/{request.name}",
-                        channel=ref.channel,
-                        error=error_code(exc),
-                    )
-                    delivery.delivered = False
-                    return
-                raise _failure("resolve", exc) from exc
-            except API_ERRORS as exc:
-                raise _failure("resolve", exc) from exc
+        except SlackApiError as exc:
+            if error_code(exc) in _PERMANENT_ERRORS:
+                log.warning(
+                    "slack message can no longer be updated",
+                    request=f"{request.namespace}/{request.name}",
+                    channel=ref.channel,
+                    error=error_code(exc),
+                )
+                return
+            raise _failure("resolve", exc) from exc
+        except API_ERRORS as exc:
+            raise _failure("resolve", exc) from exc
 
     async def _notify_once(self, request: RequestView, channel: str) -> NotificationRef:
         try:
@@ -186,26 +183,6 @@ class SlackNotifier:
             response = await self._client.auth_test()
             self._bot = (str(response.get("bot_id") or ""), str(response.get("user_id") or ""))
         return self._bot
-
-    @asynccontextmanager
-    async def _measured(self) -> AsyncIterator[_Delivery]:
-        started = time.perf_counter()
-        delivery = _Delivery()
-        try:
-            yield delivery
-        except BaseException:
-            delivery.delivered = False
-            raise
-        finally:
-            result = "success" if delivery.delivered else "failure"
-            metrics.observe_notification(self.name, result, time.perf_counter() - started)
-
-
-@dataclass
-class _Delivery:
-    """Whether the measured Slack exchange reached people (a permanent error did not)."""
-
-    delivered: bool = True
 
 
 def _metadata(event_type: str, request: RequestView) -> dict[str, Any]:
