@@ -81,7 +81,7 @@ class OperatorProcess:
                 raise RuntimeError(
                     f"operator exited with {self.process.returncode}:\n{self.tail()}"
                 )
-            if self._healthy() and self._webhook_points_here():
+            if self._healthy() and self.webhook_points_here():
                 return
             time.sleep(0.2)
         raise TimeoutError(f"operator not ready after {timeout}s:\n{self.tail()}")
@@ -95,7 +95,7 @@ class OperatorProcess:
         except OSError:
             return False
 
-    def _webhook_points_here(self) -> bool:
+    def webhook_points_here(self) -> bool:
         from kubernetes import client
 
         api = self.plane.api_client()

@@ -27,9 +27,12 @@ def operator_process(
 
 @pytest.fixture
 def operator(operator_process: OperatorProcess) -> OperatorProcess:
-    """The running operator (restarted first if an earlier test stopped it)."""
+    """The running operator (restarted first if an earlier test stopped it or pointed the
+    webhooks at another operator process)."""
     if not operator_process.running:
         operator_process.start()
+    elif not operator_process.webhook_points_here():
+        operator_process.restart()
     return operator_process
 
 

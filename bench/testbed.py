@@ -1,0 +1,152 @@
+"""The benchmark's own world: a fresh control plane, operator processes and the fake Slack.
+
+Everything lives in one temporary directory and is stopped when the run ends, also on error or
+Ctrl-C. Operators run as separate processes (`greenlight operator`), as users run them; the fake
+Slack Web API server runs inside the benchmark's event loop, so its receive timestamps share a
+clock with the watch timestamps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
+from tests.support.operator import OperatorProcess
+
+from bench.apiclient import ApiClient
+from greenlight.core.model import GROUP, KIND, VERSION
+from greenlight.devcluster import ControlPlane, install
+
+REPO = Path(__file__).resolve().parents[1]
+CRDS = REPO / "crds"
+CLUSTER_ROLES = REPO / "helm" / "greenlight" / "files" / "clusterroles.yaml"
+APPROVER = "alice"
+APPROVER_SLACK_ID = "U0ALICE001"
+SLACK_CHANNEL = "C0BENCH001"
+
+
+def manifest(name: str, *, timeout: str = "7d", channel: str | None = None) -> dict[str, Any]:
+    """A small, valid ApprovalRequest (the benchmarks measure the path, not big plans)."""
+    spec: dict[str, Any] = {
+        "action": "pulumi destroy",
+        "target": "bench",
+        "requester": {"workflowId": "wf-bench", "taskId": name},
+        "plan": {"summary": "-1 resource", "details": "delete aws:s3:Bucket bench"},
+        "timeout": timeout,
+    }
+    if channel is not None:
+        spec["notify"] = {"slack": {"channel": channel}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of `pid` from /proc (VmRSS, in kB)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no VmRSS for pid {pid}")
+    return int(match.group(1)) / 1024
+
+
+def gauge(metrics_text: str, name: str) -> float | None:
+    """The value of an unlabelled sample in Prometheus text exposition."""
+    match = re.search(rf"^{re.escape(name)} ([0-9.eE+-]+)$", metrics_text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+@dataclass
+class Testbed:
+    workdir: Path
+    plane: ControlPlane
+    api: ApiClient
+    slack: FakeSlack
+    operators: list[OperatorProcess] = field(default_factory=list)
+
+    async def namespace(self, name: str) -> str:
+        """A namespace where APPROVER may approve and deny (the greenlight-approver role)."""
+        await self.api.apply_raw(
+            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        )
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "approvers", "namespace": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "greenlight-approver",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": APPROVER}
+            ],
+        }
+        await self.api.apply_raw(
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings", binding
+        )
+        return name
+
+    async def operator(
+        self, label: str, namespaces: list[str], *, slack: bool, env: Mapping[str, str] | None = None
+    ) -> OperatorProcess:
+        """Start `greenlight operator` for `namespaces` (Slack through the fake, or console)."""
+        settings = {"GREENLIGHT_NAMESPACES": ",".join(namespaces), "GREENLIGHT_LOG_LEVEL": "WARN"}
+        if slack:
+            user_map = self.workdir / "slack-users.yaml"
+            user_map.write_text(f"{APPROVER_SLACK_ID}: {APPROVER}\n")
+            settings.update(
+                GREENLIGHT_SLACK_BOT_TOKEN=BOT_TOKEN,
+                GREENLIGHT_SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                GREENLIGHT_SLACK_API_URL=self.slack.api_url,
+                GREENLIGHT_SLACK_DEFAULT_CHANNEL=SLACK_CHANNEL,
+                GREENLIGHT_SLACK_MODE="http",
+                GREENLIGHT_SLACK_USER_MAP_FILE=str(user_map),
+            )
+        settings.update(env or {})
+        process = OperatorProcess(self.plane, self.workdir / label, env=settings)
+        if slack:
+            from greenlight.devcluster.controlplane import free_port
+
+            process.slack_port = free_port()  # type: ignore[attr-defined]
+            process.extra_env["GREENLIGHT_SLACK_INTERACTIONS_PORT"] = str(process.slack_port)  # type: ignore[attr-defined]
+        self.operators.append(process)
+        await asyncio.to_thread(process.start, 60.0)
+        return process
+
+    async def metrics(self, process: OperatorProcess) -> str:
+        return await asyncio.to_thread(process.metrics)
+
+
+@contextlib.asynccontextmanager
+async def testbed() -> AsyncIterator[Testbed]:
+    """Start the control plane and the fake Slack; tear everything down afterwards."""
+    with tempfile.TemporaryDirectory(prefix="greenlight-bench-") as tmp:
+        workdir = Path(tmp)
+        plane = ControlPlane(workdir / "control-plane")
+        await asyncio.to_thread(plane.start)
+        operators: list[OperatorProcess] = []
+        try:
+            await asyncio.to_thread(install, plane.kubeconfig, [CRDS, CLUSTER_ROLES])
+            api = ApiClient(plane)
+            try:
+                async with FakeSlack() as slack:
+                    slack.add_user(APPROVER_SLACK_ID, f"{APPROVER}@example.com")
+                    bed = Testbed(workdir, plane, api, slack, operators)
+                    yield bed
+            finally:
+                await api.close()
+        finally:
+            for process in operators:
+                process.kill()
+            await asyncio.to_thread(plane.stop)
