@@ -21,8 +21,10 @@ from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests.support.operator import OperatorProcess
 
 from bench.apiclient import ApiClient
+from greenlight.adapters.slack.interactions import INTERACTIONS_PATH
 from greenlight.core.model import GROUP, KIND, VERSION
 from greenlight.devcluster import ControlPlane, install
+from greenlight.devcluster.controlplane import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"
@@ -73,6 +75,7 @@ class Testbed:
     api: ApiClient
     slack: FakeSlack
     operators: list[OperatorProcess] = field(default_factory=list)
+    interactions: dict[str, str] = field(default_factory=dict)  # label -> Slack endpoint URL
 
     async def namespace(self, name: str) -> str:
         """A namespace where APPROVER may approve and deny (the greenlight-approver role)."""
@@ -113,13 +116,11 @@ class Testbed:
                 GREENLIGHT_SLACK_MODE="http",
                 GREENLIGHT_SLACK_USER_MAP_FILE=str(user_map),
             )
+            port = free_port()
+            settings["GREENLIGHT_SLACK_INTERACTIONS_PORT"] = str(port)
+            self.interactions[label] = f"http://127.0.0.1:{port}{INTERACTIONS_PATH}"
         settings.update(env or {})
         process = OperatorProcess(self.plane, self.workdir / label, env=settings)
-        if slack:
-            from greenlight.devcluster.controlplane import free_port
-
-            process.slack_port = free_port()  # type: ignore[attr-defined]
-            process.extra_env["GREENLIGHT_SLACK_INTERACTIONS_PORT"] = str(process.slack_port)  # type: ignore[attr-defined]
         self.operators.append(process)
         await asyncio.to_thread(process.start, 60.0)
         return process

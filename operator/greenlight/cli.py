@@ -11,11 +11,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
 from greenlight.core import audit
+from greenlight.core.durations import parse_timeout
 from greenlight.core.model import Phase
 
 EXIT_ERROR = 1
@@ -31,20 +32,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.run(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, OSError, _client_error()) as exc:
+    except (ValueError, OSError, *_client_errors()) as exc:
         print(f"greenlight: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return result
 
 
-def _client_error() -> type[Exception]:
+def _client_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean "could not talk to the cluster or it said no" (exit 1, no traceback)."""
+    from kubernetes.config import ConfigException
+
     from greenlight.client import GreenlightError
 
-    return GreenlightError
+    return GreenlightError, ConfigException
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which `--wait` callers would read as Denied: exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="greenlight",
         description="A human approval gate for automation on Kubernetes.",
     )
@@ -156,6 +168,7 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _request(args: argparse.Namespace) -> int:
+    parse_timeout(args.timeout)  # a bad value is named before any cluster is contacted
     details = None
     if args.plan_file is not None:
         details = sys.stdin.read() if str(args.plan_file) == "-" else args.plan_file.read_text()

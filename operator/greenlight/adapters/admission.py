@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from opentelemetry import trace
 
-from greenlight.adapters.decisions import audit_attempt, authorize
+from greenlight.adapters.decisions import DecisionRefused, audit_attempt, authorize
 from greenlight.adapters.runtime import Runtime
 from greenlight.core import lifecycle
 from greenlight.core.model import (
@@ -38,7 +39,7 @@ from greenlight.core.model import (
     Via,
 )
 from greenlight.core.timefmt import now
-from greenlight.telemetry import metrics
+from greenlight.telemetry import metrics, spans
 
 MUTATE_ID = "greenlight-admission-mutate"
 VALIDATE_ID = "greenlight-admission-validate"
@@ -139,13 +140,38 @@ async def admit(
     action = requested_action(after)
     if action is None or old is None:
         return
+    with trace.get_tracer("greenlight.operator").start_as_current_span(
+        spans.ADMISSION, attributes={spans.ATTR_REQUEST_NAME: str(_name(old))}
+    ) as span:
+        await _admit_decision(runtime, caller, action, after, old, patch, dryrun, span)
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("name", ""))
+
+
+async def _admit_decision(
+    runtime: Runtime,
+    caller: Identity,
+    action: Action,
+    after: Mapping[str, str],
+    old: Mapping[str, Any],
+    patch: kopf.Patch,
+    dryrun: bool,
+    span: trace.Span,
+) -> None:
+    """Authorize and audit one decision; on success swap the request for a decision record."""
     reason = after.get(ANN_REASON, "").strip()
     at = now()
     request = lifecycle.view(old)
     verdict = await authorize(runtime.kube, request, caller, action, reason, at)
     if not dryrun:
-        await audit_attempt(runtime.audit, old, caller, action, Via.KUBECTL, verdict)
+        try:
+            await audit_attempt(runtime.audit, old, caller, action, Via.KUBECTL, verdict)
+        except DecisionRefused as exc:  # the audit log is unavailable: fail closed
+            raise kopf.AdmissionError(exc.message, code=503) from exc
     if not verdict.allowed:
+        span.set_attribute(spans.ATTR_REFUSAL_REASON, verdict.code)
         raise kopf.AdmissionError(verdict.message, code=403)
     for key in (ANN_DECISION, ANN_REASON, ANN_CANCEL):
         if key in after:

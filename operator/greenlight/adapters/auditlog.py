@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 from greenlight.core import audit as chain
 from greenlight.core.timefmt import format_precise, now
+from greenlight.telemetry import spans
 
 _current: AuditLog | None = None
 _log = structlog.get_logger("greenlight.audit")
+_tracer = trace.get_tracer("greenlight.operator")
 
 
 def current() -> AuditLog:
@@ -129,7 +132,10 @@ class AuditLog:
             record = chain.seal(fields, seq=self._seq + 1, prev=self._prev, key=self.key)
             line = json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
             try:
-                await asyncio.to_thread(self._append, line, record)
+                with _tracer.start_as_current_span(
+                    spans.AUDIT_WRITE, attributes={"greenlight.audit.event": event}
+                ):
+                    await asyncio.to_thread(self._append, line, record)
             except OSError as exc:
                 raise AuditWriteError(f"cannot write audit record to {self.path}: {exc}") from exc
             self._seq, self._prev = record["seq"], record["hash"]

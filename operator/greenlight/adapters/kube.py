@@ -13,8 +13,11 @@ from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
+from opentelemetry import trace
 
 from greenlight.core.model import GROUP, PLURAL, VERSION, Identity
+
+_tracer = trace.get_tracer("greenlight.operator")
 
 
 class Conflict(Exception):
@@ -49,9 +52,11 @@ class Kube:
         self.authz = kubernetes.client.AuthorizationV1Api(self.api_client)
         self.authn = kubernetes.client.AuthenticationV1Api(self.api_client)
 
-    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, span: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one blocking client call in a thread, as a `k8s <verb> <resource>` span."""
         try:
-            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+            with _tracer.start_as_current_span(span, kind=trace.SpanKind.CLIENT):
+                return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(str(exc.reason)) from exc
@@ -61,12 +66,24 @@ class Kube:
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
         obj: dict[str, Any] = await self._call(
-            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+            "k8s get approvalrequests",
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
         )
         return obj
 
     async def list_all(self) -> list[dict[str, Any]]:
-        result = await self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+        result = await self._call(
+            "k8s list approvalrequests",
+            self.custom.list_cluster_custom_object,
+            GROUP,
+            VERSION,
+            PLURAL,
+        )
         items: list[dict[str, Any]] = result.get("items", [])
         return items
 
@@ -76,6 +93,7 @@ class Kube:
         """Replace the status, only if the object is still at `resource_version` (else Conflict)."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
         obj: dict[str, Any] = await self._call(
+            "k8s patch approvalrequests/status",
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -97,6 +115,7 @@ class Kube:
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
         obj: dict[str, Any] = await self._call(
+            "k8s patch approvalrequests",
             self.custom.patch_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -120,14 +139,18 @@ class Kube:
                 ),
             )
         )
-        result = await self._call(self.authz.create_subject_access_review, review)
+        result = await self._call(
+            "k8s create subjectaccessreviews", self.authz.create_subject_access_review, review
+        )
         status = result.status
         return status is not None and bool(status.allowed) and not bool(status.denied)
 
     async def whoami(self) -> Identity:
         """The identity the API server sees for our own credentials (a SelfSubjectReview)."""
         review = await self._call(
-            self.authn.create_self_subject_review, kubernetes.client.V1SelfSubjectReview()
+            "k8s create selfsubjectreviews",
+            self.authn.create_self_subject_review,
+            kubernetes.client.V1SelfSubjectReview(),
         )
         info = review.status.user_info if review.status is not None else None
         if info is None or not info.username:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 import structlog
+from opentelemetry import trace
 
 from greenlight.adapters.auditlog import AuditWriteError, request_summary
 from greenlight.adapters.kube import Conflict, NotFound
@@ -27,7 +28,7 @@ from greenlight.adapters.notifiers import NotificationRef, NotifierError
 from greenlight.core import lifecycle
 from greenlight.core.model import ANN_TRACEPARENT, Phase
 from greenlight.core.timefmt import format_time, now, parse_time
-from greenlight.telemetry import metrics, traces
+from greenlight.telemetry import logs, metrics, spans, traces
 
 if TYPE_CHECKING:
     from greenlight.adapters.runtime import Runtime
@@ -68,11 +69,54 @@ class PendingBook:
         return time.time() - min(self.created.values()) if self.created else 0.0
 
 
+SPANS = {"create": spans.REQUEST_CREATE, "expiry": spans.REQUEST_EXPIRE}
+
+
 async def reconcile(
-    runtime: Runtime, namespace: str, name: str, body: Mapping[str, Any] | None
+    runtime: Runtime,
+    namespace: str,
+    name: str,
+    body: Mapping[str, Any] | None,
+    cause: str = "update",
 ) -> None:
-    """Bring one object's status up to date. Raises RetryLater for transient failures."""
+    """Bring one object's status up to date. Raises RetryLater for transient failures.
+
+    `cause` names what woke us (create, update, resume, expiry): creation continues the
+    orchestrator's trace, everything later starts a new trace linked to it.
+    """
     obj: Mapping[str, Any] | None = body
+    if obj is None:
+        try:
+            obj = await runtime.kube.get(namespace, name)
+        except NotFound:
+            return
+    spec = obj.get("spec") or {}
+    requester = spec.get("requester") or {}
+    with (
+        logs.bind_request(
+            str(requester.get("workflowId", "")),
+            str(requester.get("taskId", "")),
+            namespace=namespace,
+            name=name,
+        ),
+        traces.request_span(
+            SPANS.get(cause, spans.REQUEST_DECIDE),
+            _annotations(obj).get(ANN_TRACEPARENT),
+            deferred=cause != "create",
+            attributes={
+                spans.ATTR_REQUEST_NAMESPACE: namespace,
+                spans.ATTR_REQUEST_NAME: name,
+                spans.ATTR_WORKFLOW_ID: str(requester.get("workflowId", "")),
+            },
+        ) as span,
+    ):
+        await _converge(runtime, namespace, name, obj, span)
+
+
+async def _converge(
+    runtime: Runtime, namespace: str, name: str, first: Mapping[str, Any], span: trace.Span
+) -> None:
+    obj: Mapping[str, Any] | None = first
     for _ in range(MAX_CONFLICTS):
         if obj is None:
             try:
@@ -93,6 +137,12 @@ async def reconcile(
             except NotFound:
                 return
             _count(runtime, obj, transition)
+            if transition.entered is not None and transition.entered.terminal:
+                decision = transition.status["decision"]
+                if transition.entered is Phase.CANCELLED:
+                    span.update_name(spans.REQUEST_CANCEL)
+                span.set_attribute(spans.ATTR_OUTCOME, decision["outcome"])
+                span.set_attribute(spans.ATTR_VIA, decision["via"])
         await _tell(runtime, obj)
         _track(runtime, obj)
         return
@@ -201,7 +251,10 @@ async def _tell(runtime: Runtime, obj: Mapping[str, Any]) -> None:
     if phase is Phase.PENDING and not entries:
         started = time.monotonic()
         try:
-            ref = await notifier.notify(request)
+            with trace.get_tracer("greenlight.operator").start_as_current_span(
+                spans.NOTIFY, attributes={spans.ATTR_CHANNEL: notifier.name}
+            ):
+                ref = await notifier.notify(request)
         except NotifierError as exc:
             metrics.observe_notification(notifier.name, "failure", time.monotonic() - started)
             failure = str(exc)
@@ -217,7 +270,10 @@ async def _tell(runtime: Runtime, obj: Mapping[str, Any]) -> None:
             if entry.get("state") != "sent":
                 continue
             try:
-                await notifier.resolve(request, NotificationRef(entry["channel"], entry["ref"]))
+                with trace.get_tracer("greenlight.operator").start_as_current_span(
+                    spans.NOTIFY_RESOLVE, attributes={spans.ATTR_CHANNEL: notifier.name}
+                ):
+                    await notifier.resolve(request, NotificationRef(entry["channel"], entry["ref"]))
             except NotifierError as exc:
                 failure = str(exc)
                 continue
@@ -336,7 +392,7 @@ class ExpiryClock:
 
     async def _fire(self, runtime: Runtime, alarm: _Alarm) -> None:
         try:
-            await reconcile(runtime, alarm.namespace, alarm.name, None)
+            await reconcile(runtime, alarm.namespace, alarm.name, None, cause="expiry")
         except RetryLater as exc:
             _log.warning(
                 "expiry will be retried", namespace=alarm.namespace, name=alarm.name, error=str(exc)

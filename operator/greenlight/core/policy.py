@@ -44,7 +44,13 @@ def judge(request: RequestView, attempt: Attempt, *, rbac_allowed: bool, now: da
         return _refuse("already_decided", f"{ref} is already Expired (at {at})")
 
     if attempt.action is Action.CANCEL:
-        if user in _requesters(request) or rbac_allowed:
+        # A cancel stops the action as surely as a deny, so an approver who may not decide this
+        # request (outside policy.approvers) may not cancel it either; the requester always may.
+        if user in _requesters(request):
+            return Verdict(True, "ok", f"{ref} cancelled by {user}")
+        if rbac_allowed and not _in_approvers(request, attempt.identity):
+            return _not_in_approvers(request, attempt.identity)
+        if rbac_allowed:
             return Verdict(True, "ok", f"{ref} cancelled by {user}")
         return _refuse(
             "not_authorized",
@@ -61,12 +67,7 @@ def judge(request: RequestView, attempt: Attempt, *, rbac_allowed: bool, now: da
             "(an admin can bind the ClusterRole greenlight-approver)",
         )
     if not _in_approvers(request, attempt.identity):
-        return _refuse(
-            "not_in_approvers",
-            f"user {user!r} is not in policy.approvers of {ref} "
-            f"(users: {_listing(request.approvers_users)}; "
-            f"groups: {_listing(request.approvers_groups)})",
-        )
+        return _not_in_approvers(request, attempt.identity)
     if attempt.action is Action.APPROVE and user in _requesters(request):
         return _refuse(
             "self_approval",
@@ -86,6 +87,15 @@ def judge(request: RequestView, attempt: Attempt, *, rbac_allowed: bool, now: da
 
 def _refuse(code: str, message: str) -> Verdict:
     return Verdict(False, code, message)
+
+
+def _not_in_approvers(request: RequestView, identity: Identity) -> Verdict:
+    return _refuse(
+        "not_in_approvers",
+        f"user {identity.user!r} is not in policy.approvers of {request.namespace}/{request.name} "
+        f"(users: {_listing(request.approvers_users)}; "
+        f"groups: {_listing(request.approvers_groups)})",
+    )
 
 
 def _already(request: RequestView) -> str:

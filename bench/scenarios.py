@@ -1,0 +1,469 @@
+"""The measurements. Each returns plain numbers; `bench.report` turns them into Markdown.
+
+Latencies are taken one request at a time (the next sample starts when the previous one is
+completely done), so a sample measures the path and not a queue. Bursts are taken with many
+requests in flight, to measure throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes.slack import Call
+from tests.support.operator import OperatorProcess
+
+from bench.apiclient import ApiClient, Obj, Watcher, phase
+from bench.stats import Summary
+from bench.testbed import APPROVER, APPROVER_SLACK_ID, Testbed, gauge, manifest, rss_mib
+from greenlight.adapters.slack.blocks import APPROVE_ACTION_ID
+from greenlight.core.timefmt import parse_time
+
+SEQ_ANNOTATION = "bench.greenlight.dev/seq"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+async def gather_limited(
+    count: int, concurrency: int, work: Callable[[int], Awaitable[None]]
+) -> None:
+    """Run work(0..count-1) with at most `concurrency` in flight."""
+    queue = iter(range(count))
+
+    async def lane() -> None:
+        for index in queue:
+            await work(index)
+
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+
+
+# -- baselines: the API server alone ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Baseline:
+    create_watch: Summary  # POST sent -> ADDED event arrives on a watch
+    create_rtt: Summary  # POST sent -> response
+    patch_watch: Summary  # PATCH sent -> MODIFIED event arrives
+    patch_rtt: Summary  # PATCH sent -> response
+
+
+async def baseline(api: ApiClient, namespace: str, samples: int) -> Baseline:
+    watcher = Watcher(api, namespace)
+    await watcher.start()
+    create_watch, create_rtt, patch_watch, patch_rtt = [], [], [], []
+    names = []
+    try:
+        for _ in range(samples):
+            name = unique("raw")
+            seen = watcher.until(name, lambda _obj: True)
+            started = time.perf_counter()
+            await api.create(namespace, manifest(name))
+            create_rtt.append(time.perf_counter() - started)
+            create_watch.append(await asyncio.wait_for(seen, 30) - started)
+            names.append(name)
+        name = names[0]
+        for seq in range(samples):
+            value = str(seq)
+            seen = watcher.until(name, lambda obj, v=value: _annotation(obj, SEQ_ANNOTATION) == v)
+            started = time.perf_counter()
+            await api.annotate(namespace, name, {SEQ_ANNOTATION: value})
+            patch_rtt.append(time.perf_counter() - started)
+            patch_watch.append(await asyncio.wait_for(seen, 30) - started)
+    finally:
+        await watcher.stop()
+    return Baseline(
+        Summary.of(create_watch),
+        Summary.of(create_rtt),
+        Summary.of(patch_watch),
+        Summary.of(patch_rtt),
+    )
+
+
+@dataclass(frozen=True)
+class Burst:
+    count: int
+    concurrency: int
+    creates_seconds: float  # first POST sent -> last POST answered
+    all_seen_seconds: float  # first POST sent -> the condition held for every object
+
+    @property
+    def creates_per_second(self) -> float:
+        return self.count / self.creates_seconds
+
+    @property
+    def done_per_second(self) -> float:
+        return self.count / self.all_seen_seconds
+
+
+async def raw_burst(api: ApiClient, namespace: str, count: int, concurrency: int) -> Burst:
+    """`count` creates with nothing but the API server: time until the watch saw them all."""
+    watcher = Watcher(api, namespace)
+    await watcher.start()
+    prefix = unique("rawburst")
+    seen: set[str] = set()
+    done = asyncio.Event()
+
+    def on_event(kind: str, obj: Obj, _arrived: float) -> None:
+        name = obj["metadata"]["name"]
+        if kind == "ADDED" and name.startswith(prefix):
+            seen.add(name)
+            if len(seen) == count:
+                done.set()
+
+    watcher.listen(on_event)
+    try:
+        started = time.perf_counter()
+        await gather_limited(
+            count, concurrency, lambda i: _create(api, namespace, f"{prefix}-{i}")
+        )
+        created = time.perf_counter() - started
+        await asyncio.wait_for(done.wait(), 300)
+        return Burst(count, concurrency, created, time.perf_counter() - started)
+    finally:
+        await watcher.stop()
+
+
+async def _create(api: ApiClient, namespace: str, name: str, **kwargs: Any) -> None:
+    await api.create(namespace, manifest(name, **kwargs))
+
+
+def _annotation(obj: Mapping[str, Any], key: str) -> str | None:
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(key)
+    return None if value is None else str(value)
+
+
+# -- the operator's paths -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OperatorLatency:
+    notify_slack: Summary  # POST sent -> fake Slack received chat.postMessage
+    notify_status: Summary  # POST sent -> watch shows status.notifications written
+    pending: Summary  # POST sent -> watch shows phase Pending
+    create_rtt: Summary  # POST answered (mutating + validating webhooks on the way)
+    plain_patch_rtt: Summary  # an annotation that is not a decision: webhooks, no authz
+    decision_rtt: Summary  # the decision PATCH answered (webhooks, SubjectAccessReview, audit)
+    decision_kubectl: Summary  # decision PATCH sent -> watch shows Approved
+    decision_slack: Summary  # signed click POSTed -> watch shows Approved
+    slack_ack: Summary  # signed click POSTed -> the endpoint's HTTP answer
+
+
+def _notified(obj: Obj) -> bool:
+    return bool((obj.get("status") or {}).get("notifications"))
+
+
+def _resolved(obj: Obj) -> bool:
+    entries = (obj.get("status") or {}).get("notifications") or []
+    return bool(entries) and all(e.get("state") == "resolved" for e in entries)
+
+
+def _metadata(call: Call) -> Mapping[str, Any]:
+    raw = call.args.get("metadata")
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    return raw if isinstance(raw, Mapping) else {}
+
+
+def _post_for(bed: Testbed, name: str, after: int) -> Call | None:
+    """The chat.postMessage (a top-level post, not a thread reply) announcing `name`."""
+    for call in bed.slack.calls[after:]:
+        if call.method != "chat.postMessage" or call.args.get("thread_ts"):
+            continue
+        if (_metadata(call).get("event_payload") or {}).get("name") == name:
+            return call
+    return None
+
+
+def _approve_token(call: Call) -> str:
+    raw = call.args.get("blocks")
+    blocks = json.loads(raw) if isinstance(raw, str) else raw
+    for block in blocks or []:
+        for element in block.get("elements") or []:
+            if element.get("action_id") == APPROVE_ACTION_ID:
+                return str(element["value"])
+    raise LookupError("the posted message has no Approve button")
+
+
+async def operator_latency(
+    bed: Testbed, namespace: str, interactions_url: str, samples: int
+) -> OperatorLatency:
+    watcher = Watcher(bed.api, namespace)
+    await watcher.start()
+    notify_slack, notify_status, pending, create_rtt = [], [], [], []
+    posts: dict[str, Call] = {}
+    try:
+        for _ in range(samples):
+            name = unique("lat")
+            calls_before = len(bed.slack.calls)
+            is_pending = watcher.until(name, lambda o: phase(o) == "Pending")
+            is_notified = watcher.until(name, _notified)
+            wall, started = time.time(), time.perf_counter()
+            await bed.api.create(namespace, manifest(name))
+            create_rtt.append(time.perf_counter() - started)
+            pending.append(await asyncio.wait_for(is_pending, 30) - started)
+            notify_status.append(await asyncio.wait_for(is_notified, 30) - started)
+            post = _post_for(bed, name, calls_before)
+            if post is None:
+                raise RuntimeError(f"status says {name} was notified but Slack got no post")
+            posts[name] = post
+            notify_slack.append(post.at - wall)
+
+        names = list(posts)
+        plain_rtt = []
+        for index, name in enumerate(names):
+            started = time.perf_counter()
+            await bed.api.annotate(namespace, name, {SEQ_ANNOTATION: str(index)})
+            plain_rtt.append(time.perf_counter() - started)
+
+        decision_rtt, by_kubectl, by_slack, acks = [], [], [], []
+        half = len(names) // 2
+        for name in names[:half]:
+            approved = watcher.until(name, lambda o: phase(o) == "Approved")
+            resolved = watcher.until(name, _resolved)
+            started = time.perf_counter()
+            await bed.api.annotate(
+                namespace, name, {"greenlight.dev/decision": "approve"}, as_user=APPROVER
+            )
+            decision_rtt.append(time.perf_counter() - started)
+            by_kubectl.append(await asyncio.wait_for(approved, 30) - started)
+            await asyncio.wait_for(resolved, 30)
+        for name in names[half:]:
+            post = posts[name]
+            payload = bed.slack.block_actions(
+                user=APPROVER_SLACK_ID,
+                action_id=APPROVE_ACTION_ID,
+                value=_approve_token(post),
+                channel=str(post.args["channel"]),
+                message_ts=_ts_of(bed, post),
+            )
+            signed = bed.slack.sign(payload)
+            approved = watcher.until(name, lambda o: phase(o) == "Approved")
+            resolved = watcher.until(name, _resolved)
+            started = time.perf_counter()
+            status, ack = await bed.slack.deliver(interactions_url, signed)
+            if status != 200:
+                raise RuntimeError(f"the interactions endpoint answered {status}")
+            acks.append(ack)
+            by_slack.append(await asyncio.wait_for(approved, 30) - started)
+            await asyncio.wait_for(resolved, 30)
+    finally:
+        await watcher.stop()
+    return OperatorLatency(
+        notify_slack=Summary.of(notify_slack),
+        notify_status=Summary.of(notify_status),
+        pending=Summary.of(pending),
+        create_rtt=Summary.of(create_rtt),
+        plain_patch_rtt=Summary.of(plain_rtt),
+        decision_rtt=Summary.of(decision_rtt),
+        decision_kubectl=Summary.of(by_kubectl),
+        decision_slack=Summary.of(by_slack),
+        slack_ack=Summary.of(acks),
+    )
+
+
+def _ts_of(bed: Testbed, post: Call) -> str:
+    """The ts Slack gave the posted message (the fake keeps its messages per channel)."""
+    channel = str(post.args["channel"])
+    name = (_metadata(post).get("event_payload") or {}).get("name")
+    for message in bed.slack.messages(channel):
+        metadata = message.get("metadata") or {}
+        if (metadata.get("event_payload") or {}).get("name") == name:
+            return str(message["ts"])
+    raise LookupError(f"the fake Slack has no message for {name}")
+
+
+async def operator_burst(
+    bed: Testbed, namespace: str, count: int, concurrency: int, *, slack: bool
+) -> tuple[Burst, float]:
+    """`count` creates through the operator: time until all are notified (Slack posts when
+    `slack`, else status.notifications). Also returns the time until every status says so."""
+    watcher = Watcher(bed.api, namespace)
+    await watcher.start()
+    prefix = unique("burst")
+    notified: set[str] = set()
+    all_status = asyncio.Event()
+
+    def on_event(_kind: str, obj: Obj, _arrived: float) -> None:
+        name = obj["metadata"]["name"]
+        if name.startswith(prefix) and _notified(obj):
+            notified.add(name)
+            if len(notified) == count:
+                all_status.set()
+
+    watcher.listen(on_event)
+    calls_before = len(bed.slack.calls)
+    try:
+        started = time.perf_counter()
+        await gather_limited(count, concurrency, lambda i: _create(bed.api, namespace, f"{prefix}-{i}"))
+        created = time.perf_counter() - started
+        posted_at = None
+        if slack:
+            while posted_at is None:
+                posted = {
+                    (_metadata(c).get("event_payload") or {}).get("name")
+                    for c in bed.slack.calls[calls_before:]
+                    if c.method == "chat.postMessage" and not c.args.get("thread_ts")
+                }
+                if sum(1 for n in posted if str(n).startswith(prefix)) >= count:
+                    posted_at = time.perf_counter()
+                elif time.perf_counter() - started > 900:
+                    raise TimeoutError(f"only {len(posted)} of {count} posts after 900 s")
+                else:
+                    await asyncio.sleep(0.05)
+        await asyncio.wait_for(all_status.wait(), 900)
+        status_at = time.perf_counter()
+        done_at = posted_at if posted_at is not None else status_at
+        return Burst(count, concurrency, created, done_at - started), status_at - started
+    finally:
+        await watcher.stop()
+
+
+# -- scale ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Scale:
+    count: int
+    fill: Burst  # creating them all, until every one is Pending and notified
+    rss_settled_mib: float  # after the fill, once the operator is idle
+    cold_start_seconds: float  # process start -> every expiry armed (pending gauge == count)
+    cold_start_ready_seconds: float  # process start -> health + webhook answered
+    rss_cold_peak_mib: float
+    rss_cold_settled_mib: float
+    expiring: int = 0
+    expiring_same_second: int = 0
+    expiry_lateness: Summary | None = None  # expiresAt -> watch shows Expired
+    expiry_all_within: float = 0.0  # the target moment (shared expiresAt) -> last one Expired
+    rss_after_expiry_mib: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+async def _pending_gauge(bed: Testbed, process: OperatorProcess) -> float:
+    try:
+        text = await bed.metrics(process)
+    except OSError:
+        return -1.0
+    return gauge(text, "greenlight_requests_pending") or 0.0
+
+
+async def _settled_rss(process: OperatorProcess, seconds: float = 5.0) -> float:
+    """The highest RSS over a few seconds of idling (what stays resident)."""
+    assert process.process is not None
+    high = 0.0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        high = max(high, rss_mib(process.process.pid))
+        await asyncio.sleep(0.5)
+    return high
+
+
+async def scale(
+    bed: Testbed,
+    process: OperatorProcess,
+    namespace: str,
+    count: int,
+    concurrency: int,
+) -> Scale:
+    fill, _status = await operator_burst(bed, namespace, count, concurrency, slack=False)
+    while await _pending_gauge(bed, process) < count:
+        await asyncio.sleep(0.5)
+    settled = await _settled_rss(process)
+
+    process.kill()
+    started = time.perf_counter()
+    start = asyncio.create_task(asyncio.to_thread(process.start, 120.0))
+    peak = 0.0
+    ready_at = None
+    armed_at = None
+    while armed_at is None:
+        await asyncio.sleep(0.25)
+        if start.done() and ready_at is None:
+            await start
+            ready_at = time.perf_counter() - started
+        if process.process is not None and process.running:
+            peak = max(peak, rss_mib(process.process.pid))
+            if await _pending_gauge(bed, process) >= count:
+                armed_at = time.perf_counter() - started
+        if time.perf_counter() - started > 900:
+            raise TimeoutError("the operator did not arm every expiry within 900 s")
+    await start
+    if ready_at is None:
+        ready_at = time.perf_counter() - started
+    return Scale(
+        count=count,
+        fill=fill,
+        rss_settled_mib=settled,
+        cold_start_seconds=armed_at,
+        cold_start_ready_seconds=ready_at,
+        rss_cold_peak_mib=peak,
+        rss_cold_settled_mib=await _settled_rss(process),
+    )
+
+
+async def expiry_storm(
+    bed: Testbed,
+    process: OperatorProcess,
+    namespace: str,
+    count: int,
+    concurrency: int,
+    creates_per_second: float,
+    result: Scale,
+) -> None:
+    """`count` requests whose expiresAt is one and the same second: how late is the last one?
+
+    Timeouts are whole seconds, chosen per request so that creationTimestamp + timeout lands on
+    the target second; a create that the server stamps a second later than predicted expires a
+    second later (both counts are reported).
+    """
+    watcher = Watcher(bed.api, namespace)
+    await watcher.start()
+    prefix = unique("expire")
+    expired_at: dict[str, float] = {}
+    everyone = asyncio.Event()
+
+    def on_event(_kind: str, obj: Obj, _arrived: float) -> None:
+        name = obj["metadata"]["name"]
+        if name.startswith(prefix) and phase(obj) == "Expired" and name not in expired_at:
+            expired_at[name] = time.time()
+            if len(expired_at) == count:
+                everyone.set()
+
+    watcher.listen(on_event)
+    creating = count / max(creates_per_second, 1.0)
+    target = math.ceil(time.time() + 1.5 * creating + 65)
+
+    async def create(index: int) -> None:
+        timeout = target - math.floor(time.time())
+        await _create(bed.api, namespace, f"{prefix}-{index}", timeout=f"{timeout}s")
+
+    try:
+        await gather_limited(count, concurrency, create)
+        if time.time() > target - 5:
+            result.notes.append(
+                "creating the expiring requests took longer than planned; "
+                "some were created after their shared expiry second was near"
+            )
+        await asyncio.wait_for(everyone.wait(), max(60.0, target - time.time() + 120))
+        expires = {
+            name: parse_time(watcher.latest[name]["status"]["expiresAt"]).timestamp()
+            for name in expired_at
+        }
+    finally:
+        await watcher.stop()
+    same = sum(1 for at in expires.values() if at == target)
+    lateness = [expired_at[name] - expires[name] for name in expired_at]
+    result.expiring = count
+    result.expiring_same_second = same
+    result.expiry_lateness = Summary.of(lateness)
+    on_target = [expired_at[name] - target for name, at in expires.items() if at == target]
+    result.expiry_all_within = max(on_target) if on_target else float("nan")
+    result.rss_after_expiry_mib = await _settled_rss(process)

@@ -1,0 +1,270 @@
+"""`policy.judge`: every refusal, its bounded code and its exact message."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+import pytest
+
+from greenlight.core.model import Action, Decision, Identity, Phase, RequestView, Via
+from greenlight.core.policy import Attempt, Verdict, judge, rbac_verb
+
+NOW = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
+EXPIRES = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+REQUESTER = "system:serviceaccount:ci:orchestrator"
+
+PENDING = RequestView(
+    namespace="ci",
+    name="destroy-prod",
+    uid="uid-1",
+    action="pulumi destroy",
+    target="production",
+    workflow_id="wf-1",
+    task_id="",
+    on_behalf_of="",
+    plan_summary="",
+    plan_details="",
+    plan_digest="sha256:00",
+    requested_by=REQUESTER,
+    expires_at=EXPIRES,
+    phase=Phase.PENDING,
+    required_approvals=1,
+)
+
+
+def attempt(user: str, action: Action = Action.APPROVE, reason: str = "", *groups: str) -> Attempt:
+    return Attempt(Identity(user, tuple(groups)), action, reason)
+
+
+NOT_AUTHORIZED_APPROVE = (
+    "user 'mallory' may not approve approvalrequests.greenlight.dev in namespace 'ci': "
+    "RBAC grants no 'approve' verb (an admin can bind the ClusterRole greenlight-approver)"
+)
+NOT_AUTHORIZED_DENY = NOT_AUTHORIZED_APPROVE.replace("approve", "deny").replace(
+    "greenlight-denyr", "greenlight-approver"
+)
+
+class Case(NamedTuple):
+    id: str
+    request: RequestView
+    attempt: Attempt
+    rbac_allowed: bool
+    expected: Verdict
+    now: datetime = NOW
+
+
+CASES = [
+    (
+        "approve-ok",
+        PENDING,
+        attempt("alice"),
+        True,
+        Verdict(True, "ok", "approve by alice recorded on ci/destroy-prod"),
+    ),
+    (
+        "deny-ok",
+        PENDING,
+        attempt("alice", Action.DENY, "wrong stack"),
+        True,
+        Verdict(True, "ok", "deny by alice recorded on ci/destroy-prod"),
+    ),
+    (
+        "approve-without-rbac",
+        PENDING,
+        attempt("mallory"),
+        False,
+        Verdict(False, "not_authorized", NOT_AUTHORIZED_APPROVE),
+    ),
+    (
+        "deny-without-rbac",
+        PENDING,
+        attempt("mallory", Action.DENY, "no"),
+        False,
+        Verdict(False, "not_authorized", NOT_AUTHORIZED_DENY),
+    ),
+    (
+        "not-in-approvers",
+        replace(PENDING, approvers_users=("bob", "carol"), approvers_groups=("sre",)),
+        attempt("alice", Action.APPROVE, "", "devs"),
+        True,
+        Verdict(
+            False,
+            "not_in_approvers",
+            "user 'alice' is not in policy.approvers of ci/destroy-prod "
+            "(users: bob, carol; groups: sre)",
+        ),
+    ),
+    (
+        "not-in-approver-users-only",
+        replace(PENDING, approvers_users=("bob",)),
+        attempt("alice"),
+        True,
+        Verdict(
+            False,
+            "not_in_approvers",
+            "user 'alice' is not in policy.approvers of ci/destroy-prod (users: bob; groups: -)",
+        ),
+    ),
+    (
+        "approver-group-ok",
+        replace(PENDING, approvers_groups=("sre",)),
+        attempt("alice", Action.APPROVE, "", "devs", "sre"),
+        True,
+        Verdict(True, "ok", "approve by alice recorded on ci/destroy-prod"),
+    ),
+    (
+        "self-approval-requested-by",
+        PENDING,
+        attempt(REQUESTER),
+        True,
+        Verdict(
+            False,
+            "self_approval",
+            f"user {REQUESTER!r} requested ci/destroy-prod and cannot approve it; another "
+            "approver must (the requester may cancel instead)",
+        ),
+    ),
+    (
+        "self-approval-on-behalf-of",
+        replace(PENDING, on_behalf_of="alice"),
+        attempt("alice"),
+        True,
+        Verdict(
+            False,
+            "self_approval",
+            "user 'alice' requested ci/destroy-prod and cannot approve it; another approver "
+            "must (the requester may cancel instead)",
+        ),
+    ),
+    (
+        "requester-may-deny",
+        replace(PENDING, on_behalf_of="alice"),
+        attempt("alice", Action.DENY, "changed my mind"),
+        True,
+        Verdict(True, "ok", "deny by alice recorded on ci/destroy-prod"),
+    ),
+    (
+        "deny-without-reason",
+        PENDING,
+        attempt("alice", Action.DENY, "   "),
+        True,
+        Verdict(
+            False,
+            "reason_required",
+            "a deny needs a reason: add greenlight.dev/reason=<why> "
+            "(or greenlight deny destroy-prod --reason <why>)",
+        ),
+    ),
+    (
+        "duplicate-approval",
+        replace(PENDING, required_approvals=2, approvals=("alice",)),
+        attempt("alice"),
+        True,
+        Verdict(True, "duplicate", "alice already approved ci/destroy-prod; counted once"),
+    ),
+    (
+        "already-approved",
+        replace(
+            PENDING,
+            phase=Phase.APPROVED,
+            decision=Decision(Phase.APPROVED, "alice", NOW, Via.KUBECTL),
+        ),
+        attempt("bob", Action.DENY, "no"),
+        True,
+        Verdict(False, "already_decided", "ci/destroy-prod is already Approved by alice"),
+    ),
+    (
+        "already-expired-phase",
+        replace(
+            PENDING,
+            phase=Phase.EXPIRED,
+            decision=Decision(Phase.EXPIRED, "greenlight", EXPIRES, Via.EXPIRY),
+        ),
+        attempt("bob"),
+        True,
+        Verdict(False, "already_decided", "ci/destroy-prod is already Expired by greenlight"),
+    ),
+    (
+        "at-expires-at-before-the-operator-noticed",
+        PENDING,
+        attempt("bob"),
+        True,
+        Verdict(
+            False,
+            "already_decided",
+            "ci/destroy-prod is already Expired (at 2026-03-01T12:30:00Z)",
+        ),
+        EXPIRES,
+    ),
+    (
+        "cancel-by-requester-without-rbac",
+        PENDING,
+        attempt(REQUESTER, Action.CANCEL),
+        False,
+        Verdict(True, "ok", f"ci/destroy-prod cancelled by {REQUESTER}"),
+    ),
+    (
+        "cancel-by-approver",
+        PENDING,
+        attempt("alice", Action.CANCEL),
+        True,
+        Verdict(True, "ok", "ci/destroy-prod cancelled by alice"),
+    ),
+    (
+        "cancel-by-stranger",
+        PENDING,
+        attempt("mallory", Action.CANCEL),
+        False,
+        Verdict(
+            False,
+            "not_authorized",
+            f"user 'mallory' may not cancel ci/destroy-prod: only the requester ({REQUESTER}) "
+            "or an approver (RBAC verb 'approve') may cancel",
+        ),
+    ),
+    (
+        "cancel-by-approver-outside-policy-approvers",
+        replace(PENDING, approvers_users=("bob",)),
+        attempt("alice", Action.CANCEL),
+        True,
+        Verdict(
+            False,
+            "not_in_approvers",
+            "user 'alice' is not in policy.approvers of ci/destroy-prod (users: bob; groups: -)",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", [Case(*c) for c in CASES], ids=[c[0] for c in CASES])
+def test_judge_answers_with_code_and_exact_message(case: Case) -> None:
+    verdict = judge(case.request, case.attempt, rbac_allowed=case.rbac_allowed, now=case.now)
+
+    assert verdict == case.expected
+
+
+def test_attempt_just_before_expires_at_is_still_judged() -> None:
+    verdict = judge(
+        PENDING, attempt("bob"), rbac_allowed=True, now=EXPIRES - timedelta(microseconds=1)
+    )
+
+    assert verdict.allowed
+
+
+def test_refusals_are_checked_in_a_fixed_order() -> None:
+    """RBAC first: a stranger learns nothing about the request's policy."""
+    narrowed = replace(PENDING, approvers_users=("bob",), on_behalf_of="mallory")
+
+    verdict = judge(narrowed, attempt("mallory"), rbac_allowed=False, now=NOW)
+
+    assert verdict.code == "not_authorized"
+
+
+@pytest.mark.parametrize(
+    ("action", "verb"),
+    [(Action.APPROVE, "approve"), (Action.DENY, "deny"), (Action.CANCEL, "approve")],
+)
+def test_each_action_is_checked_against_its_rbac_verb(action: Action, verb: str) -> None:
+    assert rbac_verb(action) == verb
