@@ -175,7 +175,7 @@ class Watcher:
     def until(self, name: str, predicate: Callable[[Obj], bool]) -> asyncio.Future[float]:
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         seen = self.latest.get(name)
-        if seen is not None and predicate(seen):
+        if seen is not None and predicate_holds(predicate, seen):
             future.set_result(time.perf_counter())
             return future
         self._waiters.setdefault(name, []).append(Waiter(predicate, future))

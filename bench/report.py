@@ -66,7 +66,7 @@ def apiserver_version() -> str:
 
 
 def row(what: str, summary: Summary, baseline: Summary | None = None) -> str:
-    ratio = f"{summary.median / baseline.median:.2f}×" if baseline is not None else ""
+    ratio = f"{summary.median / baseline.median:.2f}x" if baseline is not None else ""
     return (
         f"| {what} | {summary.median * 1000:.1f} | {summary.p99 * 1000:.1f} | "
         f"{summary.n} | {ratio} |"
@@ -74,14 +74,16 @@ def row(what: str, summary: Summary, baseline: Summary | None = None) -> str:
 
 
 def header() -> list[str]:
-    return ["| measurement | median ms | p99 ms | n | ratio to baseline (medians) |", "|---|---:|---:|---:|---:|"]
+    return [
+        "| measurement | median ms | p99 ms | n | ratio to baseline (medians) |",
+        "|---|---:|---:|---:|---:|",
+    ]
 
 
 def targets_table(targets: list[Target]) -> list[str]:
     lines = ["| target | measured | limit | met |", "|---|---|---|---|"]
     lines += [
-        f"| {t.what} | {t.measured} | {t.limit} | {'yes' if t.met else '**no**'} |"
-        for t in targets
+        f"| {t.what} | {t.measured} | {t.limit} | {'yes' if t.met else '**no**'} |" for t in targets
     ]
     return lines
 

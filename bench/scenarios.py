@@ -73,7 +73,7 @@ async def baseline(api: ApiClient, namespace: str, samples: int) -> Baseline:
         name = names[0]
         for seq in range(samples):
             value = str(seq)
-            seen = watcher.until(name, lambda obj, v=value: _annotation(obj, SEQ_ANNOTATION) == v)
+            seen = watcher.until(name, _annotated(SEQ_ANNOTATION, value))
             started = time.perf_counter()
             await api.annotate(namespace, name, {SEQ_ANNOTATION: value})
             patch_rtt.append(time.perf_counter() - started)
@@ -122,9 +122,7 @@ async def raw_burst(api: ApiClient, namespace: str, count: int, concurrency: int
     watcher.listen(on_event)
     try:
         started = time.perf_counter()
-        await gather_limited(
-            count, concurrency, lambda i: _create(api, namespace, f"{prefix}-{i}")
-        )
+        await gather_limited(count, concurrency, lambda i: _create(api, namespace, f"{prefix}-{i}"))
         created = time.perf_counter() - started
         await asyncio.wait_for(done.wait(), 300)
         return Burst(count, concurrency, created, time.perf_counter() - started)
@@ -134,6 +132,10 @@ async def raw_burst(api: ApiClient, namespace: str, count: int, concurrency: int
 
 async def _create(api: ApiClient, namespace: str, name: str, **kwargs: Any) -> None:
     await api.create(namespace, manifest(name, **kwargs))
+
+
+def _annotated(key: str, value: str) -> Callable[[Obj], bool]:
+    return lambda obj: _annotation(obj, key) == value
 
 
 def _annotation(obj: Mapping[str, Any], key: str) -> str | None:
@@ -303,7 +305,9 @@ async def operator_burst(
     calls_before = len(bed.slack.calls)
     try:
         started = time.perf_counter()
-        await gather_limited(count, concurrency, lambda i: _create(bed.api, namespace, f"{prefix}-{i}"))
+        await gather_limited(
+            count, concurrency, lambda i: _create(bed.api, namespace, f"{prefix}-{i}")
+        )
         created = time.perf_counter() - started
         posted_at = None
         if slack:
@@ -355,6 +359,16 @@ async def _pending_gauge(bed: Testbed, process: OperatorProcess) -> float:
     return gauge(text, "greenlight_requests_pending") or 0.0
 
 
+async def _until_pending(bed: Testbed, process: OperatorProcess, count: int) -> None:
+    """Poll /metrics until the operator tracks `count` pending requests (every expiry armed)."""
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if await _pending_gauge(bed, process) >= count:
+            return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"the operator did not track {count} pending requests within 900 s")
+
+
 async def _settled_rss(process: OperatorProcess, seconds: float = 5.0) -> float:
     """The highest RSS over a few seconds of idling (what stays resident)."""
     assert process.process is not None
@@ -374,8 +388,7 @@ async def scale(
     concurrency: int,
 ) -> Scale:
     fill, _status = await operator_burst(bed, namespace, count, concurrency, slack=False)
-    while await _pending_gauge(bed, process) < count:
-        await asyncio.sleep(0.5)
+    await _until_pending(bed, process, count)
     settled = await _settled_rss(process)
 
     process.kill()

@@ -80,7 +80,8 @@ class Testbed:
     async def namespace(self, name: str) -> str:
         """A namespace where APPROVER may approve and deny (the greenlight-approver role)."""
         await self.api.apply_raw(
-            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
         )
         binding = {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -101,7 +102,12 @@ class Testbed:
         return name
 
     async def operator(
-        self, label: str, namespaces: list[str], *, slack: bool, env: Mapping[str, str] | None = None
+        self,
+        label: str,
+        namespaces: list[str],
+        *,
+        slack: bool,
+        env: Mapping[str, str] | None = None,
     ) -> OperatorProcess:
         """Start `greenlight operator` for `namespaces` (Slack through the fake, or console)."""
         settings = {"GREENLIGHT_NAMESPACES": ",".join(namespaces), "GREENLIGHT_LOG_LEVEL": "WARN"}

@@ -112,7 +112,15 @@ async def _notifier(
         find_request_by_uid=decisions.find_request_by_uid,
         record_audit=audit.record,
     )
-    slack_runtime = await slack.start_slack(config, port)
+    slack_runtime = await slack.start_slack(
+        config,
+        port,
+        host=config.slack_interactions_host,
+        email_strategy=slack.EmailStrategy(config.slack_user_mapping),
+    )
+    _log.info(
+        "slack connected", mode=slack_runtime.mode, interactions=slack_runtime.interactions_url
+    )
     return slack_runtime.notifier, slack_runtime.stop
 
 

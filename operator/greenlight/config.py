@@ -40,6 +40,8 @@ class Settings(BaseModel):
     slack_default_channel: str = ""
     slack_api_url: str = "https://slack.com/api/"
     slack_interactions_port: int = Field(3000, ge=0, le=65535)
+    slack_interactions_host: str = "0.0.0.0"  # noqa: S104 - reached through a Service/Ingress
+    slack_user_mapping: Literal["email", "email-localpart", "map-only"] = "email"
     slack_user_map_file: Path | None = None
 
     @property
