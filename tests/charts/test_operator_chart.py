@@ -151,6 +151,20 @@ def test_two_replicas_take_distinct_peering_priorities_from_their_ordinals(
     assert pdb["spec"]["selector"] == statefulset["spec"]["selector"]
 
 
+def test_audit_key_is_generated_once_and_mounted_for_the_operator(
+    defaults: list[dict[str, Any]],
+) -> None:
+    key = next(s for s in by_kind(defaults, "Secret") if "audit.key" in s["data"])
+    assert len(base64.b64decode(key["data"]["audit.key"])) == 64
+    assert key["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    container = one(defaults, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["GREENLIGHT_AUDIT_KEY_FILE"] == "/etc/greenlight/audit-key/audit.key"
+    assert env["GREENLIGHT_AUDIT_FILE"] == "/var/lib/greenlight/audit/audit-$(POD_NAME).jsonl"
+    with_existing = render({"audit": {"keySecret": "my-audit-key"}})
+    assert not [s for s in by_kind(with_existing, "Secret") if "audit.key" in s["data"]]
+
+
 def test_single_replica_has_no_disruption_budget() -> None:
     assert by_kind(render({"replicaCount": 1}), "PodDisruptionBudget") == []
 
@@ -158,7 +172,7 @@ def test_single_replica_has_no_disruption_budget() -> None:
 def test_webhooks_fail_closed_and_trust_the_ca_that_signed_the_serving_cert(
     defaults: list[dict[str, Any]],
 ) -> None:
-    secret = one(defaults, "Secret")
+    secret = next(s for s in by_kind(defaults, "Secret") if "tls.crt" in s["data"])
     ca_pem = base64.b64decode(secret["data"]["ca.crt"])
     ca = x509.load_pem_x509_certificate(ca_pem)
     serving = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
@@ -221,7 +235,7 @@ def test_cert_manager_issues_the_serving_cert_and_injects_the_ca() -> None:
         v["name"]: v for v in one(objects, "StatefulSet")["spec"]["template"]["spec"]["volumes"]
     }
     assert certificate["spec"]["secretName"] == volumes["webhook-tls"]["secret"]["secretName"]
-    assert by_kind(objects, "Secret") == []
+    assert [s for s in by_kind(objects, "Secret") if "tls.crt" in s.get("data", {})] == []
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         configuration = one(objects, kind)
         assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
@@ -338,8 +352,13 @@ def test_slack_tokens_come_from_the_existing_secret() -> None:
     assert "GREENLIGHT_SLACK_APP_TOKEN" not in env
     assert env["GREENLIGHT_SLACK_MODE"]["value"] == "http"
     assert env["GREENLIGHT_SLACK_DEFAULT_CHANNEL"]["value"] == "C0123456"
-    # The chart never holds a token: the only Secret it renders is the webhook certificate.
-    assert [s["type"] for s in by_kind(objects, "Secret")] == ["kubernetes.io/tls"]
+    # The chart never holds a token: its only Secrets are the webhook certificate and the
+    # audit MAC key it generates.
+    secrets = {s["type"]: sorted(s["data"]) for s in by_kind(objects, "Secret")}
+    assert secrets == {
+        "kubernetes.io/tls": ["ca.crt", "tls.crt", "tls.key"],
+        "Opaque": ["audit.key"],
+    }
     config = one(objects, "ConfigMap")["data"]
     user_map_path = Path(env["GREENLIGHT_SLACK_USER_MAP_FILE"]["value"])
     assert yaml.safe_load(config[user_map_path.name]) == {"U0123ABC": "alice@example.com"}
