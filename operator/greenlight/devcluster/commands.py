@@ -138,7 +138,7 @@ def run(cluster_dir: Path, root: Path) -> int:
 
 def _instructions(cluster: Cluster, audit: Path) -> str:
     stops = "the operator and the local control plane" if cluster.local else "the operator"
-    return f"""
+    text = f"""
 Greenlight's operator is starting against {cluster.description}.
 Audit log: {audit}
 
@@ -149,9 +149,17 @@ In another terminal:
   kubectl get apr
   greenlight approve NAME        # or: kubectl annotate apr NAME greenlight.dev/decision=approve
   greenlight deny NAME --reason "not during the freeze"
+  greenlight audit verify {audit} --key-file {audit.with_name("audit.key")}
 
 Press Ctrl-C here to stop {stops}.
 """
+    if not cluster.local:
+        text += """
+Note: the operator registers its admission webhook at https://127.0.0.1:9443, so the API server
+must run on this machine. For a remote cluster (or kind), install the Helm chart instead
+(docs/install.md): with failurePolicy Fail, an unreachable webhook blocks ApprovalRequest writes.
+"""
+    return text
 
 
 def _operator_command() -> list[str]:
@@ -170,6 +178,7 @@ def _run_operator(kubeconfig: str, audit: Path) -> int:
         KUBECONFIG=kubeconfig,
         GREENLIGHT_WEBHOOK_MANAGE="true",
         GREENLIGHT_AUDIT_FILE=str(audit),
+        GREENLIGHT_AUDIT_KEY_FILE=str(audit.with_name("audit.key")),
     )
     # Same process group as us: a Ctrl-C in the terminal reaches the operator directly.
     operator = subprocess.Popen(_operator_command(), env=env)
