@@ -11,10 +11,11 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench import report, scenarios
 from bench.report import Target
-from bench.testbed import REPO, Testbed, testbed
+from bench.testbed import REPO, Testbed, started_testbed
 
 PHASES = ("latency", "burst", "scale")
 RSS_LIMIT_MIB = 300.0
@@ -29,6 +30,7 @@ class Plan:
     concurrency: int
     phases: tuple[str, ...]
     mode: str
+    profile: Path | None
 
 
 def parse(argv: list[str]) -> tuple[Plan, bool]:
@@ -42,6 +44,11 @@ def parse(argv: list[str]) -> tuple[Plan, bool]:
     parser.add_argument("--scale", type=int, help="pending requests for the scale phase")
     parser.add_argument("--expiring", type=int, help="requests expiring in the same second")
     parser.add_argument("--concurrency", type=int, default=16, help="creates in flight")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record each operator process with py-spy (must be on PATH) into this directory",
+    )
     parser.add_argument(
         "--no-write", action="store_true", help="print only; do not update docs/benchmarks.md"
     )
@@ -59,6 +66,7 @@ def parse(argv: list[str]) -> tuple[Plan, bool]:
         concurrency=args.concurrency,
         phases=phases,
         mode="quick" if quick else "full",
+        profile=args.profile,
     )
     complete = not quick and phases == PHASES and args.samples is None
     return plan, complete and not args.no_write
@@ -68,7 +76,7 @@ async def run(plan: Plan) -> list[str]:
     out: list[str] = [report.stamp(plan.mode), "", "Machine:", *report.machine(), ""]
     targets: list[Target] = []
     started = time.monotonic()
-    async with testbed() as bed:
+    async with started_testbed(plan.profile) as bed:
         raw_ns = await bed.namespace("bench-raw")
         print("baselines: the API server alone", flush=True)
         base = await scenarios.baseline(bed.api, raw_ns, plan.samples)

@@ -409,6 +409,8 @@ async def scale(
         if time.perf_counter() - started > 900:
             raise TimeoutError("the operator did not arm every expiry within 900 s")
     await start
+    if bed.profile_dir is not None:
+        bed.profile(process, "cold-start")
     if ready_at is None:
         ready_at = time.perf_counter() - started
     return Scale(
@@ -452,10 +454,10 @@ async def expiry_storm(
 
     watcher.listen(on_event)
     creating = count / max(creates_per_second, 1.0)
-    target = math.ceil(time.time() + 1.5 * creating + 65)
+    target = math.ceil(time.time() + 2 * creating + 75)
 
     async def create(index: int) -> None:
-        timeout = target - math.floor(time.time())
+        timeout = max(60, target - math.floor(time.time()))
         await _create(bed.api, namespace, f"{prefix}-{index}", timeout=f"{timeout}s")
 
     try:

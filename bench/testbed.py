@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shutil
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +78,8 @@ class Testbed:
     slack: FakeSlack
     operators: list[OperatorProcess] = field(default_factory=list)
     interactions: dict[str, str] = field(default_factory=dict)  # label -> Slack endpoint URL
+    profile_dir: Path | None = None  # record every operator with py-spy into this directory
+    profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     async def namespace(self, name: str) -> str:
         """A namespace where APPROVER may approve and deny (the greenlight-approver role)."""
@@ -129,14 +133,42 @@ class Testbed:
         process = OperatorProcess(self.plane, self.workdir / label, env=settings)
         self.operators.append(process)
         await asyncio.to_thread(process.start, 60.0)
+        if self.profile_dir is not None:
+            self.profile(process, label)
         return process
+
+    def profile(self, process: OperatorProcess, label: str) -> None:
+        """Sample the operator with py-spy (collapsed stacks) until the process exits."""
+        assert self.profile_dir is not None
+        assert process.process is not None
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        pyspy = shutil.which("py-spy") or "py-spy"
+        output = self.profile_dir / f"{label}-{process.process.pid}.txt"
+        self.profilers.append(
+            subprocess.Popen(
+                [
+                    pyspy,
+                    "record",
+                    "--pid",
+                    str(process.process.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "200",
+                    "--output",
+                    str(output),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
 
     async def metrics(self, process: OperatorProcess) -> str:
         return await asyncio.to_thread(process.metrics)
 
 
 @contextlib.asynccontextmanager
-async def testbed() -> AsyncIterator[Testbed]:
+async def started_testbed(profile_dir: Path | None = None) -> AsyncIterator[Testbed]:
     """Start the control plane and the fake Slack; tear everything down afterwards."""
     with tempfile.TemporaryDirectory(prefix="greenlight-bench-") as tmp:
         workdir = Path(tmp)
@@ -149,8 +181,14 @@ async def testbed() -> AsyncIterator[Testbed]:
             try:
                 async with FakeSlack() as slack:
                     slack.add_user(APPROVER_SLACK_ID, f"{APPROVER}@example.com")
-                    bed = Testbed(workdir, plane, api, slack, operators)
-                    yield bed
+                    bed = Testbed(workdir, plane, api, slack, operators, profile_dir=profile_dir)
+                    try:
+                        yield bed
+                    finally:
+                        for process in operators:
+                            process.kill()
+                        for profiler in bed.profilers:
+                            profiler.wait(timeout=60)
             finally:
                 await api.close()
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -22,6 +23,8 @@ from greenlight.config import Settings
 from greenlight.telemetry import health, logs, metrics, traces
 
 _log = structlog.get_logger("greenlight.operator")
+PEERING_LIFETIME = 15
+IO_THREADS = 32
 
 
 def run(settings: Settings) -> None:
@@ -45,6 +48,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     traces.configure("greenlight-operator")
     _configure_kopf(settings, config)
 
+    # Kubernetes calls run in threads (adapters/kube.py); the default pool (cores + 4) would let a
+    # burst of expiries or webhook reviews queue behind a handful of slow calls.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="greenlight-io")
+    )
     kube = Kube()
     operator = await kube.whoami()
     key = load_or_create_key(config.audit_key_file) if config.audit_key_file else None
@@ -77,6 +85,10 @@ def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     settings.batching.worker_limit = 256
+    # A standby replica takes over at most PEERING_LIFETIME seconds after the active one died
+    # (docs/benchmarks.md, "Resilience"); keep-alives are written every 5-10 s less than that.
+    settings.peering.lifetime = PEERING_LIFETIME
+    settings.peering.stealth = True
     cert, key, ca = config.webhook_cert_file, config.webhook_key_file, config.webhook_ca_file
     if config.webhook_manage and cert is None:
         generated = ensure_webhook_certs(config.audit_file.parent / "webhook", config.webhook_host)

@@ -28,11 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_ERROR
+    expected: tuple[type[Exception], ...] = (ValueError, OSError, *_client_errors())
     try:
         result: int = args.run(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, OSError, *_client_errors()) as exc:
+    except expected as exc:
         print(f"greenlight: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return result

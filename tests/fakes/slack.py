@@ -12,10 +12,11 @@ speaks the Socket Mode envelope protocol: `hello` on connect, envelopes with `en
 acknowledgements back from the client.
 
 Every call is recorded (`calls`, `calls_to`, `wait_for_call`). Faults are injected per method or
-for all methods (`"*"`): HTTP 429 with `Retry-After`, 5xx, Slack errors (`ok: false`), delays and
-a whole outage. The fake also plays Slack's side of interactivity: it builds `block_actions` and
-`view_submission` payloads, signs them with the v0 scheme (any secret, any timestamp) and POSTs
-them to an endpoint, or pushes them over the Socket Mode connection and waits for the ack.
+for all methods (`"*"`): HTTP 429 with `Retry-After`, 5xx, Slack errors (`ok: false`), delays,
+late responses (the call takes effect, its answer comes later) and a whole outage. The fake
+also plays Slack's side of interactivity: it builds `block_actions` and `view_submission`
+payloads, signs them with the v0 scheme (any secret, any timestamp) and POSTs them to an
+endpoint, or pushes them over the Socket Mode connection and waits for the ack.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Fault:
     error: str = ""
     retry_after: int | None = None
     delay: float = 0.0
+    channel: str = ""  # only calls for this channel; "" = any call
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ class FakeSlack:
         self._messages: dict[str, list[Payload]] = {}  # channel -> top-level, oldest first
         self._replies: dict[tuple[str, str], list[Payload]] = {}  # (channel, parent ts)
         self._faults: dict[str, list[Fault]] = {}
+        self._late: dict[str, list[Fault]] = {}  # answered normally, but only after a delay
         self._triggers: dict[str, float] = {}
         self._views: list[Payload] = []
         self._sockets: list[_Socket] = []
@@ -180,18 +183,36 @@ class FakeSlack:
         status: int = 200,
         error: str = "",
         retry_after: int | None = None,
+        channel: str = "",
     ) -> None:
-        """The next `times` calls of `method` ("*" = any) answer with this status / error."""
+        """The next `times` calls of `method` ("*" = any) answer with this status / error;
+        with `channel`, only calls whose `channel` argument is that channel."""
         if status == 429 and not error:
             error = "ratelimited"
         if status >= 500 and not error:
             error = "internal_error"
-        fault = Fault(times=times, status=status, error=error, retry_after=retry_after)
+        fault = Fault(
+            times=times, status=status, error=error, retry_after=retry_after, channel=channel
+        )
         self._faults.setdefault(method, []).append(fault)
 
     def delay(self, method: str, seconds: float, *, times: int = 1) -> None:
         """The next `times` calls of `method` are answered normally, `seconds` late."""
         self._faults.setdefault(method, []).append(Fault(times=times, delay=seconds))
+
+    def respond_late(
+        self, method: str, seconds: float, *, times: int = 1, channel: str = ""
+    ) -> None:
+        """The next `times` calls of `method` (for `channel`, when given) take effect and are
+        recorded at once, but their response leaves `seconds` later: Slack stored the message,
+        the caller has not heard yet."""
+        self._late.setdefault(method, []).append(Fault(times=times, delay=seconds, channel=channel))
+
+    def clear_faults(self) -> None:
+        """Forget every injected fault, late response and outage: Slack is healthy again."""
+        self._faults.clear()
+        self._late.clear()
+        self.outage = False
 
     def post_from_someone_else(self, channel: str, text: str, **extra: Any) -> str:
         """A message by a person or another app (history filler, metadata impostors)."""
@@ -352,6 +373,9 @@ class FakeSlack:
         self.calls.append(Call(method, args, token, time.time(), status))
         async with self._changed:
             self._changed.notify_all()
+        late = _take(self._late, method, args)
+        if late is not None:
+            await asyncio.sleep(late.delay)
         return web.json_response(body, status=status, headers=headers)
 
     async def _answer(
@@ -359,7 +383,7 @@ class FakeSlack:
     ) -> tuple[int, Payload, dict[str, str]]:
         if self.outage:
             return 503, {"ok": False, "error": "service_unavailable"}, {}
-        fault = self._take_fault(method) or self._take_fault("*")
+        fault = _take(self._faults, method, args) or _take(self._faults, "*", args)
         if fault is not None:
             await asyncio.sleep(fault.delay)
             if fault.status == 429:
@@ -379,16 +403,6 @@ class FakeSlack:
             return 200, {"ok": False, "error": error}, {}
         result: Payload = handler(args)
         return 200, result, {}
-
-    def _take_fault(self, method: str) -> Fault | None:
-        queue = self._faults.get(method)
-        if not queue:
-            return None
-        fault = queue[0]
-        fault.times -= 1
-        if fault.times <= 0:
-            queue.pop(0)
-        return fault
 
     # Web API methods (only what Greenlight uses), answering like Slack documents.
 
@@ -572,6 +586,19 @@ class FakeSlack:
         trigger_id = f"{int(time.time())}.{secrets.randbelow(10**9)}.{secrets.token_hex(16)}"
         self._triggers[trigger_id] = time.time()
         return trigger_id
+
+
+def _take(faults: dict[str, list[Fault]], method: str, args: Payload) -> Fault | None:
+    """The first fault that applies to this call of `method`, counting it as used once."""
+    queue = faults.get(method) or []
+    channel = str(args.get("channel", ""))
+    fault = next((f for f in queue if f.channel in ("", channel)), None)
+    if fault is None:
+        return None
+    fault.times -= 1
+    if fault.times <= 0:
+        queue.remove(fault)
+    return fault
 
 
 def _public(message: Payload, with_metadata: bool = True) -> Payload:

@@ -8,12 +8,13 @@ for its exact message, for leaving the request untouched, and for its audit reco
 
 from __future__ import annotations
 
+import functools
 import json
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from tests.support.concurrency import at_once
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import annotate, approval_request, create, get, poll, wait_phase
 from tests.support.operator import OperatorProcess
@@ -279,21 +280,16 @@ def test_parallel_approvals_from_two_users_both_count(
         wait_phase(kubectl, ns, f"q{number}", "Pending")
 
     for number in range(rounds):
-        barrier = threading.Barrier(2)
-        results: dict[str, Any] = {}
-
-        def approve(user: str, name: str = f"q{number}", gate: threading.Barrier = barrier) -> None:
-            gate.wait()
-            results[user] = annotate(
-                kubectl, ns, name, "greenlight.dev/decision=approve", as_user=user
+        results = at_once(
+            *(
+                functools.partial(
+                    annotate, kubectl, ns, f"q{number}", "greenlight.dev/decision=approve",
+                    as_user=user,
+                )
+                for user in ("alice", "bob")
             )
-
-        threads = [threading.Thread(target=approve, args=(u,)) for u in ("alice", "bob")]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert all(r.returncode == 0 for r in results.values()), results
+        )  # fmt: skip
+        assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
 
     for number in range(rounds):
         status = wait_phase(kubectl, ns, f"q{number}", "Approved")["status"]
@@ -376,6 +372,7 @@ def test_operator_owned_annotation_cannot_be_forged(
     assert forged.returncode != 0
     assert f"annotation {annotation} is written by Greenlight only" in forged.stderr
     obj = get(kubectl, ns, "apr")
+    assert_refusal_audited(operator, obj["metadata"]["uid"], user, "forged_annotation")
     assert obj["status"]["phase"] == "Pending"
     assert obj["status"]["requestedBy"] == people.orchestrator
     assert not [k for k in obj["metadata"]["annotations"] if k.startswith("decisions.")]
@@ -439,6 +436,7 @@ def test_status_write_is_refused_even_with_rbac_on_the_status_subresource(
     create(kubectl, approval_request("apr", ns), people.orchestrator)
     wait_phase(kubectl, ns, "apr", "Pending")
 
+    uid = get(kubectl, ns, "apr")["metadata"]["uid"]
     for user in ("mallory", "alice"):
         done = kubectl(
             "-n", ns, "patch", "apr/apr", "--subresource=status", "--type=merge",
@@ -449,6 +447,7 @@ def test_status_write_is_refused_even_with_rbac_on_the_status_subresource(
             "status of an ApprovalRequest is written by Greenlight only; "
             "to decide, use greenlight.dev/decision=approve|deny"
         ) in done.stderr
+        assert_refusal_audited(operator, uid, user, "forged_annotation")
     assert get(kubectl, ns, "apr")["status"]["phase"] == "Pending"
 
 
@@ -465,7 +464,8 @@ def test_status_write_without_rbac_on_the_subresource_is_forbidden_by_rbac(
     )  # fmt: skip
 
     assert done.returncode != 0
-    assert 'cannot patch resource "approvalrequests/status"' in done.stderr
+    assert 'User "alice" cannot' in done.stderr
+    assert 'resource "approvalrequests/status"' in done.stderr
 
 
 def test_status_in_a_patch_of_the_main_resource_is_ignored(
@@ -513,4 +513,6 @@ def test_malformed_decision_annotation_is_refused(
 
     assert done.returncode != 0
     assert WEBHOOK_DENIED + message in done.stderr
-    assert get(kubectl, ns, "apr")["status"]["phase"] == "Pending"
+    obj = get(kubectl, ns, "apr")
+    assert obj["status"]["phase"] == "Pending"
+    assert_refusal_audited(operator, obj["metadata"]["uid"], "alice", "invalid_value")

@@ -2,8 +2,9 @@
 
 `kubectl --as` impersonates, but the CLI talks to the API server through the Python client,
 which ignores a kubeconfig's `as:` field. So each user gets what a real cluster would give them:
-a client certificate (CN = user name, O = groups) signed by the control plane's client CA. The
-API server authenticates it exactly like any other user; RBAC and the webhooks see that identity.
+a person a client certificate (CN = user name, O = groups) signed by the control plane's client
+CA, a service account a token from the TokenRequest API. The API server authenticates them like
+any other caller; RBAC and the webhooks see that identity.
 """
 
 from __future__ import annotations
@@ -21,41 +22,79 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from kubernetes import client
 
 from greenlight.devcluster import ControlPlane
 from greenlight.devcluster.pki import ensure_pki, issue_certificate
 
 
 def service_account_groups(user: str) -> tuple[str, ...]:
-    """The groups the API server gives a service account (so RBAC for them applies alike)."""
+    """The groups the API server gives a service account (empty for anyone else)."""
     match = re.fullmatch(r"system:serviceaccount:([^:]+):[^:]+", user)
     if match is None:
         return ()
     return ("system:serviceaccounts", f"system:serviceaccounts:{match.group(1)}")
 
 
+def service_account_token(plane: ControlPlane, user: str) -> str:
+    """A bound token for a service account (created if missing), from the TokenRequest API:
+    exactly how a workload in the cluster authenticates."""
+    match = re.fullmatch(r"system:serviceaccount:([^:]+):([^:]+)", user)
+    if match is None:
+        raise ValueError(f"{user!r} is not a service account user name")
+    namespace, name = match.groups()
+    api = plane.api_client()
+    try:
+        core = client.CoreV1Api(api)
+        try:
+            core.create_namespaced_service_account(
+                namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+            )
+        except client.exceptions.ApiException as exc:
+            if exc.status != 409:
+                raise
+        review = core.create_namespaced_service_account_token(
+            name,
+            namespace,
+            client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+            ),
+        )
+        return str(review.status.token)
+    finally:
+        api.close()
+
+
 def user_kubeconfig(
     plane: ControlPlane, directory: Path, user: str, groups: Sequence[str] = ()
 ) -> Path:
-    """A kubeconfig that authenticates as `user` in `groups` with a fresh client certificate."""
+    """A kubeconfig that authenticates as `user`: a service account by its token, anyone else
+    by a fresh client certificate (CN = user, O = groups)."""
     pki = ensure_pki(plane.workdir / "pki")
-    ca_cert = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
-    ca_key = serialization.load_pem_private_key(pki.ca.key.read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise TypeError("the control plane's CA key is not an EC key")
-    all_groups = tuple(groups) or service_account_groups(user)
-    key, cert = issue_certificate(
-        ca_cert, ca_key, common_name=user, organizations=all_groups, client=True
-    )
 
     def encoded(data: bytes) -> str:
         return base64.b64encode(data).decode()
 
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    credentials: dict[str, str]
+    if service_account_groups(user):
+        credentials = {"token": service_account_token(plane, user)}
+    else:
+        ca_cert = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
+        ca_key = serialization.load_pem_private_key(pki.ca.key.read_bytes(), password=None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise TypeError("the control plane's CA key is not an EC key")
+        key, cert = issue_certificate(
+            ca_cert, ca_key, common_name=user, organizations=tuple(groups), client=True
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        credentials = {
+            "client-certificate-data": encoded(cert.public_bytes(serialization.Encoding.PEM)),
+            "client-key-data": encoded(key_pem),
+        }
     document = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -68,17 +107,7 @@ def user_kubeconfig(
                 },
             }
         ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": encoded(
-                        cert.public_bytes(serialization.Encoding.PEM)
-                    ),
-                    "client-key-data": encoded(key_pem),
-                },
-            }
-        ],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "greenlight", "context": {"cluster": "greenlight", "user": user}}],
         "current-context": "greenlight",
     }
@@ -156,4 +185,3 @@ def _cached_kubeconfig(
 def cli_for(plane: ControlPlane) -> GreenlightCli:
     """One CLI runner per control plane; its kubeconfigs live beside the plane's own."""
     return GreenlightCli(plane, plane.workdir / "users")
-

@@ -153,6 +153,18 @@ class OperatorProcess:
         ) as response:
             return str(response.read().decode())
 
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from /metrics (0 when the series is absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for family in text_string_to_metric_families(self.metrics()):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
     def audit_records(self) -> list[dict[str, Any]]:
         if not self.audit_file.exists():
             return []

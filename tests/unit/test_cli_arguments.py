@@ -35,7 +35,17 @@ def no_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             "the following arguments are required: --action",
         ),
         (
-            ["request", "--action", "a", "--target", "t", "--workflow-id", "w", "--approvals", "2x"],
+            [
+                "request",
+                "--action",
+                "a",
+                "--target",
+                "t",
+                "--workflow-id",
+                "w",
+                "--approvals",
+                "2x",
+            ],
             "argument --approvals: invalid int value: '2x'",
         ),
         (["wait", "destroy-prod", "--timeout", "soon"], "invalid float value: 'soon'"),

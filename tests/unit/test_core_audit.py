@@ -93,7 +93,8 @@ async def test_reopened_log_continues_the_chain_and_remembers_events(tmp_path: P
 
     assert duplicate is False
     result = audit.verify(lines_of(path), key=KEY, head=read_head(path))
-    assert result.ok and result.records == 3, result.message
+    assert result.ok, result.message
+    assert result.records == 3
 
 
 async def test_unknown_event_is_a_programming_error(tmp_path: Path) -> None:
@@ -175,7 +176,8 @@ async def test_forged_append_with_a_forged_head_is_caught_only_by_the_key(tmp_pa
 
     assert audit.verify(lines, head=head).ok
     keyed = audit.verify(lines, key=KEY, head=head)
-    assert not keyed.ok and keyed.bad_line == 6
+    assert not keyed.ok
+    assert keyed.bad_line == 6
 
 
 async def test_head_that_disagrees_with_the_last_record_is_reported(tmp_path: Path) -> None:

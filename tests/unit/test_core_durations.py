@@ -1,4 +1,5 @@
-"""The `spec.timeout` grammar and its 1m..7d bounds (the CRD enforces the same at the API server)."""
+"""The `spec.timeout` grammar and its 1m..7d bounds (the CRD enforces the same at the API
+server)."""
 
 from __future__ import annotations
 
@@ -47,4 +48,5 @@ def test_timeout_that_is_not_a_duration_is_refused_with_its_value(text: str) -> 
 
 def test_default_timeout_is_one_hour_and_within_bounds() -> None:
     assert parse_timeout(DEFAULT_TIMEOUT) == timedelta(hours=1)
-    assert MIN_TIMEOUT == timedelta(minutes=1) and MAX_TIMEOUT == timedelta(days=7)
+    assert timedelta(minutes=1) == MIN_TIMEOUT
+    assert timedelta(days=7) == MAX_TIMEOUT

@@ -101,8 +101,10 @@ def test_new_request_becomes_pending_with_expiry_digest_and_conditions() -> None
     assert status["requestedBy"] == REQUESTER
     assert status["expiresAt"] == "2026-03-01T12:30:00Z"
     assert status["planDigest"] == plan_digest("the plan")
-    assert status["planDigest"].startswith("sha256:") and len(status["planDigest"]) == 7 + 64
-    assert status["approvals"] == [] and status["notifications"] == []
+    assert status["planDigest"].startswith("sha256:")
+    assert len(status["planDigest"]) == 7 + 64
+    assert status["approvals"] == []
+    assert status["notifications"] == []
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Notified"]["status"] == "Unknown"
     assert conditions["Decided"]["status"] == "False"
@@ -380,5 +382,6 @@ def test_record_key_is_a_valid_annotation_key_per_user(user: str) -> None:
     prefix, name = key.split("/")
 
     assert prefix == "decisions.greenlight.dev"
-    assert len(name) <= 63 and name.isalnum()
+    assert len(name) <= 63
+    assert name.isalnum()
     assert key == record_key(user) != record_key(user + "x")

@@ -46,6 +46,7 @@ NOT_AUTHORIZED_DENY = NOT_AUTHORIZED_APPROVE.replace("approve", "deny").replace(
     "greenlight-denyr", "greenlight-approver"
 )
 
+
 class Case(NamedTuple):
     id: str
     request: RequestView

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 from opentelemetry import trace
 
+from greenlight.adapters.auditlog import AuditWriteError, request_summary
 from greenlight.adapters.decisions import DecisionRefused, audit_attempt, authorize
 from greenlight.adapters.runtime import Runtime
 from greenlight.core import lifecycle
@@ -77,18 +78,44 @@ def requested_action(annotations: Mapping[str, str]) -> Action | None:
         )
     if cancel is not None:
         if cancel != "true":
-            metrics.refuse("invalid_value")
             raise kopf.AdmissionError(f"{ANN_CANCEL} must be 'true', not {cancel!r}", code=400)
         return Action.CANCEL
     if decision is None:
         return None
     action = DECISION_VALUES.get(decision.strip().lower())
     if action is None:
-        metrics.refuse("invalid_value")
         raise kopf.AdmissionError(
             f"{ANN_DECISION} must be 'approve' or 'deny', not {decision!r}", code=400
         )
     return action
+
+
+async def refuse(
+    runtime: Runtime,
+    body: Mapping[str, Any] | None,
+    caller: Identity,
+    reason: str,
+    error: kopf.AdmissionError,
+    *,
+    dryrun: bool,
+) -> NoReturn:
+    """Refuse a write that is not a well-formed decision (forged, malformed, premature), and
+    audit it like any refused decision attempt. The refusal stands even when the audit record
+    cannot be written: failing closed never needs the log."""
+    metrics.refuse(reason)
+    if not dryrun:
+        try:
+            await runtime.audit.record(
+                "decision_attempted",
+                request=request_summary(body) if body is not None else None,
+                actor=caller.user,
+                outcome="refused",
+                reason=reason,
+                details={"message": str(error), "groups": list(caller.groups)},
+            )
+        except AuditWriteError:
+            metrics.AUDIT_WRITE_FAILURES.inc()
+    raise error
 
 
 @kopf.on.mutate(
@@ -119,25 +146,29 @@ async def admit(
     before, after = annotations_of(old), annotations_of(new)
     if owned(before) != owned(after):
         changed = sorted(set(owned(before).items()) ^ set(owned(after).items()))
-        metrics.refuse("forged_annotation")
-        raise kopf.AdmissionError(
+        forged = kopf.AdmissionError(
             f"annotation {changed[0][0]} is written by Greenlight only; "
             f"use {ANN_DECISION}=approve|deny or {ANN_CANCEL}=true instead",
             code=403,
         )
+        await refuse(runtime, old or new, caller, "forged_annotation", forged, dryrun=dryrun)
     if operation == "CREATE":
         for key in (ANN_DECISION, ANN_REASON, ANN_CANCEL):
             if key in after:
-                raise kopf.AdmissionError(
+                premature = kopf.AdmissionError(
                     f"{key} cannot be set when the request is created; decide it afterwards",
                     code=400,
                 )
+                await refuse(runtime, new, caller, "invalid_value", premature, dryrun=dryrun)
         patch.metadata.annotations[ANN_REQUESTED_BY] = json.dumps(
             {"user": caller.user, "groups": list(caller.groups)}, sort_keys=True
         )
         return
 
-    action = requested_action(after)
+    try:
+        action = requested_action(after)
+    except kopf.AdmissionError as malformed:
+        await refuse(runtime, old, caller, "invalid_value", malformed, dryrun=dryrun)
     if action is None or old is None:
         return
     with trace.get_tracer("greenlight.operator").start_as_current_span(
@@ -198,12 +229,13 @@ async def _admit_decision(
     ignore_failures=False,
     persistent=True,
 )
-def check_owned_annotations(
+async def check_owned_annotations(
     *,
     operation: str | None = None,
     userinfo: Mapping[str, Any],
     old: Mapping[str, Any] | None = None,
     new: Mapping[str, Any] | None = None,
+    dryrun: bool = False,
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
@@ -217,8 +249,8 @@ def check_owned_annotations(
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     allowed = {lifecycle.record_key(caller.user)} if operation == "UPDATE" else {ANN_REQUESTED_BY}
     for key in changed - allowed:
-        metrics.refuse("forged_annotation")
-        raise kopf.AdmissionError(f"annotation {key} is written by Greenlight only", code=403)
+        forged = kopf.AdmissionError(f"annotation {key} is written by Greenlight only", code=403)
+        await refuse(runtime, old or new, caller, "forged_annotation", forged, dryrun=dryrun)
     for key in changed & allowed:
         value = after.get(key, "")
         try:
@@ -226,8 +258,8 @@ def check_owned_annotations(
         except ValueError:
             author = None
         if author != caller.user:
-            metrics.refuse("forged_annotation")
-            raise kopf.AdmissionError(f"annotation {key} does not name the caller", code=403)
+            forged = kopf.AdmissionError(f"annotation {key} does not name the caller", code=403)
+            await refuse(runtime, old or new, caller, "forged_annotation", forged, dryrun=dryrun)
 
 
 @kopf.on.validate(
@@ -241,13 +273,21 @@ def check_owned_annotations(
     ignore_failures=False,
     persistent=True,
 )
-def protect_status(*, userinfo: Mapping[str, Any], memo: kopf.Memo, **_: Any) -> None:
+async def protect_status(
+    *,
+    userinfo: Mapping[str, Any],
+    old: Mapping[str, Any] | None = None,
+    dryrun: bool = False,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
     """Only the operator writes status: the decision on record is the one it made."""
     runtime: Runtime = memo["runtime"]
-    if not runtime.is_operator(identity_of(userinfo)):
-        metrics.refuse("forged_annotation")
-        raise kopf.AdmissionError(
+    caller = identity_of(userinfo)
+    if not runtime.is_operator(caller):
+        forged = kopf.AdmissionError(
             "status of an ApprovalRequest is written by Greenlight only; "
             f"to decide, use {ANN_DECISION}=approve|deny",
             code=403,
         )
+        await refuse(runtime, old, caller, "forged_annotation", forged, dryrun=dryrun)

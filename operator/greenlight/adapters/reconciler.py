@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -231,8 +232,13 @@ def _annotations(obj: Mapping[str, Any]) -> Mapping[str, str]:
 
 
 def _event(obj: Mapping[str, Any], *, reason: str, message: str) -> None:
-    """A Kubernetes Event on the object (kopf posts it in the background)."""
-    kopf.info(kopf.Body(cast(kopf.RawBody, dict(obj))), reason=reason, message=message)
+    """A Kubernetes Event on the object (kopf posts it in the background).
+
+    `kopf.event`, not `kopf.info`: the operator raises kopf's posting level to keep kopf's own
+    log chatter out of Events, and `kopf.info` obeys that level, so these would be dropped."""
+    kopf.event(
+        kopf.Body(cast(kopf.RawBody, dict(obj))), type="Normal", reason=reason, message=message
+    )
 
 
 def _requested_message(obj: Mapping[str, Any]) -> str:
@@ -332,10 +338,11 @@ def _track(runtime: Runtime, obj: Mapping[str, Any]) -> None:
     if status.get("phase") == Phase.PENDING.value:
         runtime.pending.pending(uid, parse_time(meta["creationTimestamp"]))
         runtime.expiry.arm(
-            parse_time(status["expiresAt"]), str(meta["namespace"]), str(meta["name"])
+            parse_time(status["expiresAt"]), str(meta["namespace"]), str(meta["name"]), obj
         )
     else:
         runtime.pending.done(uid)
+        runtime.expiry.forget(str(meta["namespace"]), str(meta["name"]))
 
 
 @dataclass(order=True)
@@ -350,22 +357,38 @@ class ExpiryClock:
 
     Arming is idempotent (a request armed twice fires once per due time, and reconciling a
     request that is no longer pending is a no-op), so restarts simply re-arm everything.
+
+    The clock keeps the body it was last armed with (compact JSON, without managedFields), so a
+    due request is patched straight away: the status write carries that body's resourceVersion
+    as a precondition, so a body that is no longer current costs a Conflict and a fresh read,
+    never a wrong transition. A thousand requests expiring in one second then cost a thousand
+    PATCHes instead of a thousand GETs and PATCHes.
     """
 
     def __init__(self, concurrency: int = 32) -> None:
         self._heap: list[_Alarm] = []
         self._armed: dict[tuple[str, str], float] = {}
+        self._bodies: dict[tuple[str, str], str] = {}
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self.runtime: Runtime | None = None
 
-    def arm(self, at: datetime, namespace: str, name: str) -> None:
+    def arm(
+        self, at: datetime, namespace: str, name: str, body: Mapping[str, Any] | None = None
+    ) -> None:
         key, when = (namespace, name), at.timestamp()
+        if body is not None:
+            meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+            self._bodies[key] = json.dumps({**body, "metadata": meta}, separators=(",", ":"))
         if self._armed.get(key) == when:
             return
         self._armed[key] = when
         heapq.heappush(self._heap, _Alarm(when, namespace, name))
         self._wake.set()
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The request is no longer pending: drop its body (its alarm, if any, is a no-op)."""
+        self._bodies.pop((namespace, name), None)
 
     @property
     def armed(self) -> int:

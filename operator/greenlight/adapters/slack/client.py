@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from opentelemetry import trace
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -25,8 +26,11 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 DEFAULT_API_URL = "https://slack.com/api/"
+
+_tracer = trace.get_tracer("greenlight.operator")
 
 # What a Web API call raises once its retries are spent: Slack said no, or was unreachable/slow.
 API_ERRORS: tuple[type[Exception], ...] = (
@@ -60,10 +64,20 @@ class _AnyServerErrorRetryHandler(AsyncServerErrorRetryHandler):
         return response is not None and 500 <= response.status_code <= 599
 
 
+class _TracedWebClient(AsyncWebClient):
+    """Every Web API call, retries included, is one `slack <method>` client span
+    (docs/telemetry.md), a child of whatever span the caller is in (notify, resolve, a click)."""
+
+    async def api_call(self, api_method: str, **kwargs: Any) -> AsyncSlackResponse:
+        with _tracer.start_as_current_span(f"slack {api_method}", kind=trace.SpanKind.CLIENT):
+            response: AsyncSlackResponse = await super().api_call(api_method, **kwargs)
+            return response
+
+
 def build_client(token: str, api_url: str, policy: RetryPolicy) -> AsyncWebClient:
     """An AsyncWebClient aimed at `api_url` (the fake server in tests) with `policy` applied."""
     backoff = BackoffRetryIntervalCalculator(backoff_factor=policy.backoff_factor)
-    return AsyncWebClient(
+    return _TracedWebClient(
         token=token,
         base_url=api_url,
         timeout=policy.timeout_seconds,
