@@ -21,7 +21,11 @@ from tests.support.approvals import Requests
 from tests.support.kubectl import Kubectl
 from tests.support.operator import OperatorProcess
 from tests.support.operator_fixtures import People
-from tests.support.slack_deployment import SlackDeployment, slack_deployment
+from tests.support.slack_deployment import (
+    SlackDeployment,
+    slack_deployment,
+    stop_shared_operator,
+)
 
 from greenlight.devcluster import ControlPlane
 
@@ -48,7 +52,7 @@ def slack_deployment_running(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SlackDeployment]:
     """The operator with Slack in `slack_mode`, for a whole module of scenarios."""
-    operator_process.stop()
+    stop_shared_operator(operator_process)
     workdir = tmp_path_factory.mktemp(f"operator-slack-{slack_mode}")
     with slack_deployment(control_plane, workdir, slack_mode) as deployment:
         yield deployment

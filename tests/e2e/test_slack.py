@@ -481,6 +481,16 @@ def test_slack_outage_is_visible_kubectl_still_decides_and_notification_catches_
     assert (notified["status"], notified["reason"]) == ("False", "NotifierUnavailable")
     assert "slack" in notified["message"]
     assert failed["phase"] == "Pending"
+    workflow_id = requests.get("outage-waiting")["spec"]["requester"]["workflowId"]
+    retried = poll(
+        lambda: [
+            r
+            for r in slack.log_records()
+            if r["level"] == "ERROR" and (r.get("object") or {}).get("uid") == uid_waiting
+        ],
+        10,
+    )
+    assert retried[0]["workflow_id"] == workflow_id, "kopf's lines about a request carry its ids"
     assert scrape(metrics_port).since(
         before, "greenlight_notifications_total", channel="slack", result="failure"
     )

@@ -15,7 +15,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from tests.fakes.otlp import OtlpReceiver, ReceivedSpan, running_receiver
 from tests.support.approvals import Requests
@@ -29,6 +29,7 @@ from tests.support.slack_deployment import (
     SLACK_ID,
     SlackDeployment,
     slack_deployment,
+    stop_shared_operator,
 )
 
 from greenlight.agent import Workflow
@@ -53,7 +54,7 @@ def traced(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SlackDeployment]:
     """The operator exporting spans to `receiver`, logging everything (DEBUG) it can."""
-    operator_process.stop()
+    stop_shared_operator(operator_process)
     env = {
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
@@ -66,6 +67,16 @@ def traced(
     deployment.log_records()
 
 
+class _ExportWhileTesting(SimpleSpanProcessor):
+    """Exports while the test runs; a provider cannot drop a processor, so it goes quiet after."""
+
+    active = True
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.active:
+            super().on_end(span)
+
+
 @pytest.fixture
 def orchestrator_spans(receiver: OtlpReceiver) -> Iterator[None]:
     """This process's own tracer provider exports the SDK's spans to the same receiver."""
@@ -73,10 +84,10 @@ def orchestrator_spans(receiver: OtlpReceiver) -> Iterator[None]:
     if not isinstance(provider, TracerProvider):
         provider = TracerProvider(resource=Resource.create({"service.name": "orchestrator"}))
         trace.set_tracer_provider(provider)
-    processor = SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces"))
+    processor = _ExportWhileTesting(OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces"))
     provider.add_span_processor(processor)
     yield
-    processor.shutdown()
+    processor.active = False  # the provider shuts it down with the process
 
 
 @pytest.fixture

@@ -45,9 +45,7 @@ def decide_one(kubectl: Kubectl, people: People, name: str) -> str:
 
 
 @pytest.fixture
-def audit_copy(
-    operator: OperatorProcess, people: People, kubectl: Kubectl, tmp_path: Path
-) -> Path:
+def audit_copy(operator: OperatorProcess, people: People, kubectl: Kubectl, tmp_path: Path) -> Path:
     """A consistent copy of the operator's live log, after at least one full lifecycle."""
     decide_one(kubectl, people, "copied")
     return snapshot(operator.audit_file, tmp_path / "copy")

@@ -20,28 +20,18 @@ from tests.support.operator_fixtures import People
 
 from greenlight.devcluster import ControlPlane
 
+APPROVE = "greenlight.dev/decision=approve"
+DENY = ("greenlight.dev/decision=deny", "greenlight.dev/reason=not now")
+CANCEL = "greenlight.dev/cancel=true"
+
 # name -> (required approvals, the decisions to make as (user, annotations...), final phase)
 PLAN: dict[str, tuple[int, list[tuple[str, ...]], str]] = {
-    **{f"approve-{i}": (1, [("alice", "greenlight.dev/decision=approve")], "Approved") for i in range(4)},
-    **{
-        f"quorum-{i}": (
-            2,
-            [("alice", "greenlight.dev/decision=approve"), ("bob", "greenlight.dev/decision=approve")],
-            "Approved",
-        )
-        for i in range(2)
-    },
-    **{
-        f"deny-{i}": (
-            1,
-            [("bob", "greenlight.dev/decision=deny", "greenlight.dev/reason=not now")],
-            "Denied",
-        )
-        for i in range(2)
-    },
-    **{f"cancel-{i}": (1, [("requester", "greenlight.dev/cancel=true")], "Cancelled") for i in range(2)},
+    **{f"approve-{i}": (1, [("alice", APPROVE)], "Approved") for i in range(4)},
+    **{f"quorum-{i}": (2, [("alice", APPROVE), ("bob", APPROVE)], "Approved") for i in range(2)},
+    **{f"deny-{i}": (1, [("bob", *DENY)], "Denied") for i in range(2)},
+    **{f"cancel-{i}": (1, [("requester", CANCEL)], "Cancelled") for i in range(2)},
     **{f"open-{i}": (1, [], "Pending") for i in range(2)},
-}  # fmt: skip
+}
 
 TERMINAL_EVENTS = {"decided", "expired", "cancelled"}
 

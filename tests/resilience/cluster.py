@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from tests.support.operator import OperatorProcess
 
 from greenlight.core.model import GROUP, KIND, PLURAL, VERSION
 from greenlight.devcluster import ControlPlane
@@ -186,3 +188,11 @@ def terminal_records(events: Mapping[str, int]) -> int:
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:2000]
+
+
+@pytest.fixture
+def without_shared_operator(operator_process: OperatorProcess) -> None:
+    """For tests that run their own operator processes: the session's operator must not
+    reconcile the same objects meanwhile. It is stopped now; the `operator` fixture starts it
+    again (re-pointing the webhooks at itself) for whichever test needs it next."""
+    operator_process.kill()

@@ -209,6 +209,13 @@ def text_of(message: Payload) -> str:
     return "\n".join(parts)
 
 
+def stop_shared_operator(operator_process: OperatorProcess) -> None:
+    """Hand the webhooks over: stop the session's console operator, and hold what it printed
+    to the same log contract as every other operator process of this tier."""
+    operator_process.stop()
+    check_lines(operator_process.log_lines(), (), str(operator_process.log_file))
+
+
 @contextmanager
 def slack_deployment(
     plane: ControlPlane,
@@ -280,6 +287,7 @@ __all__ = [
     "button",
     "has_buttons",
     "slack_deployment",
+    "stop_shared_operator",
     "text_of",
     "wait_socket_again",
 ]

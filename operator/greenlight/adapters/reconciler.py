@@ -125,8 +125,10 @@ async def _converge(
             except NotFound:
                 return
         transition = lifecycle.reconcile(obj, now())
+        # Audit first, also when the status stays as it is (a late record refused on a terminal
+        # request): records are idempotent by event id, so a re-run writes nothing twice.
+        await _audit(runtime, obj, transition)
         if transition.changes(obj):
-            await _audit(runtime, obj, transition)
             _clear_audit_failure(transition.status)
             try:
                 obj = await runtime.kube.patch_status(
@@ -287,30 +289,40 @@ async def _tell(runtime: Runtime, obj: Mapping[str, Any]) -> None:
             changed = True
     if not changed and not failure:
         return
-    new_status = dict(status)
-    new_status["notifications"] = entries
-    if failure:
-        lifecycle.set_condition(
-            new_status,
-            "Notified",
-            "False",
-            "NotifierUnavailable",
-            f"{notifier.name}: {failure}",
-            now(),
-        )
-    elif phase is Phase.PENDING:
-        lifecycle.set_condition(
-            new_status, "Notified", "True", "Sent", f"notified via {notifier.name}", now()
-        )
     meta = obj["metadata"]
-    try:
-        await runtime.kube.patch_status(
-            meta["namespace"], meta["name"], new_status, meta["resourceVersion"]
-        )
-    except Conflict as exc:
-        raise RetryLater("status changed while recording the notification", delay=0.5) from exc
-    except NotFound:
-        return
+    current: Mapping[str, Any] = obj
+    for _ in range(MAX_CONFLICTS):
+        new_status = dict(current.get("status") or {})
+        new_status["notifications"] = entries
+        if failure:
+            lifecycle.set_condition(
+                new_status,
+                "Notified",
+                "False",
+                "NotifierUnavailable",
+                f"{notifier.name}: {failure}",
+                now(),
+            )
+        elif phase is Phase.PENDING:
+            lifecycle.set_condition(
+                new_status, "Notified", "True", "Sent", f"notified via {notifier.name}", now()
+            )
+        try:
+            await runtime.kube.patch_status(
+                meta["namespace"], meta["name"], new_status, current["metadata"]["resourceVersion"]
+            )
+            break
+        except Conflict:
+            # What was sent is sent: record it on the fresh object. Raising for a retry here
+            # would run this function again and post the same notification a second time.
+            try:
+                current = await runtime.kube.get(meta["namespace"], meta["name"])
+            except NotFound:
+                return
+        except NotFound:
+            return
+    else:
+        raise RetryLater("status kept changing while recording the notification", delay=0.5)
     if failure:
         raise RetryLater(f"notification via {notifier.name} failed: {failure}", delay=15.0)
 

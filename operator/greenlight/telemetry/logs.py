@@ -9,6 +9,9 @@ fields the log queries, dashboards and alert runbooks rely on (docs/telemetry.md
 
 `workflow_id`/`task_id` come from `bind_request` (structlog contextvars), `trace_id`/`span_id`
 from the current OpenTelemetry span; unknown values are empty strings, never missing keys.
+kopf logs about an object after its handler returned ("Handler ... failed temporarily"),
+outside that binding; such records name the object (`k8s_ref`), so the ids last bound for
+that namespace/name are added to them as well.
 Secrets are removed by key name and by value pattern before rendering (`redact`).
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -56,6 +60,10 @@ _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asc
 # (`settings` is the whole OperatorSettings object).
 _KOPF_INTERNAL = frozenset({"settings", "k8s_skip", "k8s_ref"})
 _REQUIRED = ("timestamp", "level", "message", "logger", "workflow_id", "task_id")
+# (namespace, name) -> (workflow_id, task_id) last bound by `bind_request`, for kopf's own
+# per-object records; bounded, least recently bound dropped first.
+_OBJECT_IDS: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()
+_OBJECT_IDS_MAX = 4096
 _TRACE_FIELDS = ("trace_id", "span_id")
 
 
@@ -85,6 +93,9 @@ def _record_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     ref = getattr(record, "k8s_ref", None)
     if isinstance(ref, Mapping):
         event_dict.setdefault("object", dict(ref))
+        ids = _OBJECT_IDS.get((str(ref.get("namespace", "")), str(ref.get("name", ""))))
+        if ids is not None and not event_dict.get("workflow_id"):
+            event_dict["workflow_id"], event_dict["task_id"] = ids
     return event_dict
 
 
@@ -197,8 +208,16 @@ def bind_request(workflow_id: str, task_id: str = "", **context: Any) -> Iterato
     """Bind `workflow_id`, `task_id` and more to every line logged inside the block.
 
     Uses contextvars, so it holds for everything running in the same thread or asyncio task
-    (kopf's own handler logs included) and is restored on exit, also when nested.
+    (kopf's own handler logs included) and is restored on exit, also when nested. With
+    `namespace` and `name` in `context`, the ids are also remembered for kopf's later lines
+    about that object (logged outside the block).
     """
+    namespace, name = context.get("namespace"), context.get("name")
+    if namespace and name:
+        _OBJECT_IDS[(str(namespace), str(name))] = (workflow_id, task_id)
+        _OBJECT_IDS.move_to_end((str(namespace), str(name)))
+        while len(_OBJECT_IDS) > _OBJECT_IDS_MAX:
+            _OBJECT_IDS.popitem(last=False)
     tokens = structlog.contextvars.bind_contextvars(
         workflow_id=workflow_id, task_id=task_id, **context
     )
