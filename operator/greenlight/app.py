@@ -45,6 +45,8 @@ def run(settings: Settings) -> None:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo["settings"]
     logs.configure(config.log_level)
+    # slack_sdk logs whole request bodies at DEBUG (button tokens included): keep it at INFO.
+    logging.getLogger("slack_sdk").setLevel(max(logging.INFO, logs.parse_level(config.log_level)))
     traces.configure("greenlight-operator")
     _configure_kopf(settings, config)
 

@@ -50,7 +50,15 @@ def retried(call: Callable[[], T], *, within: float = 90.0) -> T:
         try:
             return call()
         except ApiException as exc:
-            if exc.status not in (0, 500, 502, 503, 504) or time.monotonic() > deadline:
+            # 403 from RBAC (not from the webhook): a restarted API server denies until its
+            # authorizer has loaded the RoleBindings again.
+            rbac_warming = (
+                exc.status == 403
+                and "cannot" in str(exc.body)
+                and ("admission webhook" not in str(exc.body))
+            )
+            retryable = exc.status in (0, 500, 502, 503, 504) or rbac_warming
+            if not retryable or time.monotonic() > deadline:
                 raise
         except OSError:  # the API server itself is restarting
             if time.monotonic() > deadline:

@@ -1,9 +1,11 @@
 """kill -9 at random moments while requests are created and decided: nothing lost, nothing doubled.
 
 The guarantee under test (docs/benchmarks.md, "Resilience"): every decision the API server accepted
-ends in exactly one terminal transition; each request has exactly one `requested`, one `notified`
-and one terminal audit record, and exactly one entry in status.notifications (the console
-notifier's log line may repeat after a crash; its status entry does not).
+ends in exactly one terminal transition; each request has exactly one `requested` and one
+terminal audit record, and at most one notification: one `notified` audit record exactly when
+status.notifications holds one (resolved) entry. A request decided before the operator got to
+announce it is not announced. The console notifier's log line may repeat after a crash; its
+status entry and audit record do not.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def test_kill_9_at_random_points_loses_no_decision_and_doubles_no_transition(
 
     objects = orchestrator.wait(names, settled, within=180)
     audit = audit_by_uid(operator.audit_records())
+    notified_count = 0
     for index, name in enumerate(names):
         obj = objects[name]
         outcome, decider, approvals = PLANS[index % len(PLANS)]
@@ -122,13 +125,14 @@ def test_kill_9_at_random_points_loses_no_decision_and_doubles_no_transition(
             assert sorted(a["user"] for a in status["approvals"]) == sorted(
                 ["alice", "bob"][:approvals] if approvals == 2 else [decider]
             ), context
-        assert [(n["channel"], n["state"]) for n in status["notifications"]] == [
-            ("console", "resolved")
-        ], context
+        entries = [(n["channel"], n["state"]) for n in status["notifications"]]
+        assert entries in ([], [("console", "resolved")]), context
         events = audit.get(obj["metadata"]["uid"], {})
         assert events.get("requested") == 1, f"{context}; audit {events}"
-        assert events.get("notified") == 1, f"{context}; audit {events}"
+        assert events.get("notified", 0) == len(entries), f"{context}; audit {events}"
+        notified_count += len(entries)
         assert terminal_records(events) == 1, f"{context}; audit {events}"
 
+    assert notified_count >= REQUESTS // 2, f"only {notified_count} requests were announced"
     verified = verify_audit(operator.audit_file, operator.audit_key_file)
     assert verified.returncode == 0, verified.stderr + verified.stdout
