@@ -147,13 +147,11 @@ def phase(obj: Mapping[str, Any]) -> str:
 
 
 def settled(obj: Mapping[str, Any]) -> bool:
-    """Terminal, and the notification updated to say so (nothing is left to do for it)."""
+    """Terminal, and its notification (if it got one) updated to say so: nothing is left to do.
+
+    A request decided before the operator got to announce it is never announced."""
     entries = (obj.get("status") or {}).get("notifications") or []
-    return (
-        phase(obj) in TERMINAL
-        and bool(entries)
-        and all(e.get("state") == "resolved" for e in entries)
-    )
+    return phase(obj) in TERMINAL and all(e.get("state") == "resolved" for e in entries)
 
 
 def notified(obj: Mapping[str, Any]) -> bool:

@@ -112,6 +112,10 @@ class AuditLog:
                 if record.get("event_id"):
                     self._seen.add(str(record["event_id"]))
 
+    def has(self, event_id: str) -> bool:
+        """Whether a record with this `event_id` is durably written."""
+        return event_id in self._seen
+
     async def record(
         self,
         event: str,
@@ -168,7 +172,9 @@ class AuditLog:
                 prev = record["hash"]
                 records.append(record)
             text = "".join(
-                json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records
+                # ASCII only: no raw U+2028 or other separators that some readers split lines on.
+                json.dumps(r, sort_keys=True) + "\n"
+                for r in records
             )
             try:
                 await asyncio.to_thread(self._append, text, records[-1])

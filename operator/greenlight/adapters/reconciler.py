@@ -274,6 +274,23 @@ async def _tell(runtime: Runtime, obj: Mapping[str, Any]) -> None:
             changed = True
             await _audit_notified(runtime, obj, ref)
     elif phase.terminal:
+        if not entries and runtime.audit.has(f"{request.uid}:notified"):
+            # Announced, then the operator died before recording where: find the announcement
+            # again (the Slack notifier returns its earlier message) so that it gets resolved.
+            try:
+                ref = await notifier.notify(request)
+            except NotifierError as exc:
+                failure = str(exc)
+            else:
+                entries.append(
+                    {
+                        "channel": ref.channel,
+                        "ref": ref.ref,
+                        "state": "sent",
+                        "at": format_time(now()),
+                    }
+                )
+                changed = True
         for entry in entries:
             if entry.get("state") != "sent":
                 continue

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 
 import structlog
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -121,6 +122,16 @@ class InteractionHandler:
         are logged, and the person is told whenever the payload says who and where they are.
         """
         kind = payload.get("type")
+        try:
+            _PayloadShape.model_validate(payload)
+        except ValidationError as exc:
+            log.warning(
+                "ignoring malformed slack interaction",
+                type=str(kind)[:40],
+                transport=transport,
+                problems=exc.error_count(),
+            )
+            return
         try:
             if kind == "block_actions":
                 await self._block_actions(payload, transport)
@@ -376,8 +387,12 @@ class InteractionsEndpoint:
         now = self._clock()
         if abs(now - sent_at) > TIMESTAMP_WINDOW_SECONDS:
             return "stale_timestamp", f"timestamp is {int(now - sent_at)} s away from now"
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return "invalid_signature", "body is not UTF-8 text, so it cannot come from Slack"
         verifier = SignatureVerifier(self._secret, clock=_FixedClock(now))
-        if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+        if not verifier.is_valid(body=text, timestamp=timestamp, signature=signature):
             return "invalid_signature", "signature does not match the body"
         if not self._replays.first_time(signature, now):
             return "replayed", "this signed payload was already received"
@@ -397,6 +412,44 @@ class InteractionsEndpoint:
         """Let in-flight decisions finish (bounded) before the server goes away."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=10)
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _IdRef(_Shape):
+    id: str = ""
+
+
+class _ActionShape(_Shape):
+    action_id: str = ""
+    value: str = ""
+
+
+class _ContainerShape(_Shape):
+    message_ts: str = ""
+
+
+class _ViewShape(_Shape):
+    callback_id: str | None = None
+    private_metadata: str = ""
+    state: dict[str, dict[str, dict[str, dict[str, Any] | None] | None] | None] | None = None
+
+
+class _PayloadShape(_Shape):
+    """The parts of an interaction payload this module reads, with the types it reads them as.
+
+    A signed payload is authentic but not necessarily well-formed; one that is not is ignored
+    (and logged) instead of failing half-way through."""
+
+    type: str
+    user: _IdRef | None = None
+    channel: _IdRef | None = None
+    actions: list[_ActionShape] | None = None
+    container: _ContainerShape | None = None
+    trigger_id: str = ""
+    view: _ViewShape | None = None
 
 
 class _FixedClock(Clock):
