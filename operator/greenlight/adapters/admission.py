@@ -141,10 +141,12 @@ async def admit(
 ) -> None:
     runtime: Runtime = memo["runtime"]
     caller = identity_of(userinfo)
-    if runtime.is_operator(caller):
-        return
     before, after = annotations_of(old), annotations_of(new)
-    if owned(before) != owned(after):
+    # The operator's own writes (status, kopf's bookkeeping, Slack decision records) may touch
+    # operator-owned annotations. Everything else — the requested-by stamp, decisions asked for
+    # with annotations — applies to every caller, the operator's identity included (on a local
+    # control plane a person may share it).
+    if not runtime.is_operator(caller) and owned(before) != owned(after):
         changed = sorted(set(owned(before).items()) ^ set(owned(after).items()))
         forged = kopf.AdmissionError(
             f"annotation {changed[0][0]} is written by Greenlight only; "
@@ -165,6 +167,8 @@ async def admit(
         )
         return
 
+    if all(before.get(key) == after.get(key) for key in (ANN_DECISION, ANN_CANCEL)):
+        return  # this write asks for no decision (e.g. the operator's own status update)
     try:
         action = requested_action(after)
     except kopf.AdmissionError as malformed:

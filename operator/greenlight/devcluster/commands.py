@@ -118,6 +118,7 @@ def run(cluster_dir: Path, root: Path) -> int:
             cluster = Cluster(
                 str(cluster_dir.resolve() / "kubeconfig"),
                 f"the local control plane already running from {cluster_dir}",
+                local=True,
             )
         if cluster is None:
             print(f"No reachable cluster is configured: starting one in {cluster_dir}", flush=True)
@@ -129,15 +130,19 @@ def run(cluster_dir: Path, root: Path) -> int:
         install_greenlight(cluster.kubeconfig, root)
         audit = (root / AUDIT_FILE).resolve()
         audit.parent.mkdir(parents=True, exist_ok=True)
-        print(_instructions(cluster, audit), flush=True)
-        return _run_operator(cluster.kubeconfig, audit)
+        print(_instructions(cluster, audit, started=plane is not None), flush=True)
+        # On the local control plane the operator has its own identity, so the person using the
+        # admin kubeconfig is attributed (and checked) like anyone else.
+        own = Path(cluster.kubeconfig).with_name("operator.kubeconfig")
+        operator_kubeconfig = str(own) if cluster.local and own.exists() else cluster.kubeconfig
+        return _run_operator(operator_kubeconfig, audit)
     finally:
         if plane is not None:
             plane.stop()
 
 
-def _instructions(cluster: Cluster, audit: Path) -> str:
-    stops = "the operator and the local control plane" if cluster.local else "the operator"
+def _instructions(cluster: Cluster, audit: Path, *, started: bool) -> str:
+    stops = "the operator and the local control plane" if started else "the operator"
     text = f"""
 Greenlight's operator is starting against {cluster.description}.
 Audit log: {audit}
@@ -145,10 +150,13 @@ Audit log: {audit}
 In another terminal:
   export PATH={Path(sys.executable).parent}:$PATH
   export KUBECONFIG={cluster.kubeconfig}
-  greenlight request --action "pulumi destroy" --target production --workflow-id wf-1
+  kubectl create rolebinding approvers --clusterrole=greenlight-approver --user=alice
+  NAME=$(greenlight request --action "pulumi destroy" --target production --workflow-id wf-1)
   kubectl get apr
-  greenlight approve NAME        # or: kubectl annotate apr NAME greenlight.dev/decision=approve
-  greenlight deny NAME --reason "not during the freeze"
+  kubectl annotate apr $NAME greenlight.dev/decision=approve --as alice
+  greenlight wait $NAME          # exit 0 Approved, 2 Denied, 3 Expired, 4 Cancelled
+  (you created the request, so you may cancel it but never approve it yourself:
+   greenlight cancel $NAME; an approver denies with --reason)
   greenlight audit verify {audit} --key-file {audit.with_name("audit.key")}
 
 Press Ctrl-C here to stop {stops}.

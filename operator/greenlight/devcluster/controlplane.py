@@ -26,7 +26,13 @@ from typing import Any, Self
 
 import yaml
 
-from greenlight.devcluster.pki import ADMIN_USER, ControlPlanePki, ensure_pki
+from greenlight.devcluster.pki import (
+    ADMIN_USER,
+    OPERATOR_USER,
+    ControlPlanePki,
+    KeyPair,
+    ensure_pki,
+)
 from greenlight.devcluster.processes import ChildProcess, is_running, kill_stale_group
 
 CONTEXT_NAME = "greenlight-dev"
@@ -123,6 +129,11 @@ class ControlPlane:
     @property
     def kubeconfig(self) -> Path:
         return self.workdir / "kubeconfig"
+
+    @property
+    def operator_kubeconfig(self) -> Path:
+        """Credentials for the operator itself (user greenlight-operator, system:masters)."""
+        return self.workdir / "operator.kubeconfig"
 
     @property
     def server(self) -> str:
@@ -397,9 +408,14 @@ class ControlPlane:
 
     def _write_kubeconfig(self) -> None:
         pki = self._require_pki()
+        self._write_kubeconfig_for(self.kubeconfig, ADMIN_USER, pki.admin)
+        self._write_kubeconfig_for(self.operator_kubeconfig, OPERATOR_USER, pki.operator)
 
-        def encoded(path: Path) -> str:
-            return base64.b64encode(path.read_bytes()).decode()
+    def _write_kubeconfig_for(self, path: Path, user: str, pair: KeyPair) -> None:
+        pki = self._require_pki()
+
+        def encoded(file: Path) -> str:
+            return base64.b64encode(file.read_bytes()).decode()
 
         document = {
             "apiVersion": "v1",
@@ -415,27 +431,27 @@ class ControlPlane:
             ],
             "users": [
                 {
-                    "name": ADMIN_USER,
+                    "name": user,
                     "user": {
-                        "client-certificate-data": encoded(pki.admin.cert),
-                        "client-key-data": encoded(pki.admin.key),
+                        "client-certificate-data": encoded(pair.cert),
+                        "client-key-data": encoded(pair.key),
                     },
                 }
             ],
             "contexts": [
                 {
                     "name": CONTEXT_NAME,
-                    "context": {"cluster": CONTEXT_NAME, "user": ADMIN_USER},
+                    "context": {"cluster": CONTEXT_NAME, "user": user},
                 }
             ],
             "current-context": CONTEXT_NAME,
             "preferences": {},
         }
-        staging = self.kubeconfig.with_suffix(".tmp")
+        staging = path.with_suffix(".tmp")
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             yaml.safe_dump(document, handle, sort_keys=False)
-        staging.replace(self.kubeconfig)
+        staging.replace(path)
 
     def _record_pids(self) -> None:
         (self.workdir / "pids.json").write_text(json.dumps(self.pids()))

@@ -22,6 +22,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ADMIN_USER = "greenlight-admin"
 ADMIN_GROUP = "system:masters"
+# The operator's own identity on the local control plane: distinct from the person's admin, so
+# the person's requests and decisions are attributed (and checked) like anyone else's.
+OPERATOR_USER = "greenlight-operator"
 
 _VALIDITY = datetime.timedelta(days=3650)
 _APISERVER_DNS_NAMES = (
@@ -50,6 +53,7 @@ class ControlPlanePki:
     ca: KeyPair
     apiserver: KeyPair
     admin: KeyPair
+    operator: KeyPair
     service_account_key: Path
     service_account_pub: Path
 
@@ -61,6 +65,8 @@ class ControlPlanePki:
             self.apiserver.key,
             self.admin.cert,
             self.admin.key,
+            self.operator.cert,
+            self.operator.key,
             self.service_account_key,
             self.service_account_pub,
         )
@@ -72,6 +78,7 @@ def ensure_pki(directory: Path) -> ControlPlanePki:
         ca=KeyPair(directory / "ca.crt", directory / "ca.key"),
         apiserver=KeyPair(directory / "apiserver.crt", directory / "apiserver.key"),
         admin=KeyPair(directory / "admin.crt", directory / "admin.key"),
+        operator=KeyPair(directory / "operator.crt", directory / "operator.key"),
         service_account_key=directory / "service-account.key",
         service_account_pub=directory / "service-account.pub",
     )
@@ -93,6 +100,10 @@ def ensure_pki(directory: Path) -> ControlPlanePki:
         ca_cert, ca_key, common_name=ADMIN_USER, organizations=(ADMIN_GROUP,), client=True
     )
     _write_pair(pki.admin, admin_cert, admin_key)
+    operator_key, operator_cert = issue_certificate(
+        ca_cert, ca_key, common_name=OPERATOR_USER, organizations=(ADMIN_GROUP,), client=True
+    )
+    _write_pair(pki.operator, operator_cert, operator_key)
     sa_key = ec.generate_private_key(ec.SECP256R1())
     _write_private(pki.service_account_key, sa_key)
     pki.service_account_pub.write_bytes(
