@@ -65,7 +65,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     runtime = Runtime(config, kube, audit, operator, notifier, decisions)
     memo["runtime"] = runtime
     memo["stop_notifier"] = stop_notifier
-    memo["metrics_server"] = metrics.serve(config.metrics_port)
+    try:
+        memo["metrics_server"] = metrics.serve(config.metrics_port)
+    except OSError as exc:
+        raise kopf.PermanentError(
+            f"cannot serve metrics on port {config.metrics_port} ({exc}); "
+            "set GREENLIGHT_METRICS_PORT (or --metrics-port) to a free port"
+        ) from exc
     metrics.OLDEST_PENDING_AGE.set_function(runtime.pending.oldest_age)
     memo["expiry_task"] = asyncio.create_task(runtime.expiry.run(runtime))
     if config.health_checks_file is not None:
