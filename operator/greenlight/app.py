@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 import structlog
 
-from greenlight.adapters import admission, handlers  # noqa: F401  (registers the handlers)
+from greenlight.adapters import admission, handlers, reconciler  # noqa: F401  (registers handlers)
 from greenlight.adapters.auditlog import AuditLog, install, load_or_create_key
 from greenlight.adapters.console import ConsoleNotifier
 from greenlight.adapters.decisions import DecisionService
@@ -74,6 +74,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         ) from exc
     metrics.OLDEST_PENDING_AGE.set_function(runtime.pending.oldest_age)
     memo["expiry_task"] = asyncio.create_task(runtime.expiry.run(runtime))
+    _log.info("expiries armed", requests=await reconciler.track_existing(runtime))
     if config.health_checks_file is not None:
         memo["health_task"] = asyncio.create_task(health.monitor(health.load_checks()))
     _log.info(

@@ -359,6 +359,25 @@ async def _audit_notified(runtime: Runtime, obj: Mapping[str, Any], ref: Notific
         _log.error("audit write failed for a notification", error=str(exc))
 
 
+async def track_existing(runtime: Runtime) -> int:
+    """Arm the expiry of every pending request from one list call, at start.
+
+    kopf resumes objects one by one (tens per second); with thousands pending, an expiry that
+    falls due meanwhile would wait for its object's turn. One list arms them all at once; the
+    resume handlers then reconcile each object as usual.
+    """
+    served = set(runtime.settings.namespaces)
+    count = 0
+    for obj in await runtime.kube.list_all():
+        meta = obj.get("metadata") or {}
+        if served and meta.get("namespace") not in served:
+            continue
+        if (obj.get("status") or {}).get("phase"):
+            _track(runtime, obj)
+            count += 1
+    return count
+
+
 def _track(runtime: Runtime, obj: Mapping[str, Any]) -> None:
     meta = obj["metadata"]
     status = obj.get("status") or {}
