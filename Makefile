@@ -54,8 +54,8 @@ test-integration: deps tools ## against a real kube-apiserver + etcd
 	$(PY) -m pytest tests/integration -q
 
 .PHONY: test-e2e
-test-e2e: deps tools ## operator process, fake Slack, Prometheus/Alertmanager, charts
-	$(PY) -m pytest tests/e2e tests/charts tests/observability -q
+test-e2e: deps tools ## operator process, fake Slack, Prometheus/Alertmanager, charts, resilience, fuzz
+	$(PY) -m pytest tests/e2e tests/charts tests/observability tests/resilience tests/fuzz -q
 
 .PHONY: test
 test: lint tools ## lint and every test tier

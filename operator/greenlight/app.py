@@ -6,12 +6,18 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import kopf
 import structlog
 
-from greenlight.adapters import admission, handlers, reconciler  # noqa: F401  (registers handlers)
+from greenlight.adapters import (  # noqa: F401  (admission and handlers register handlers)
+    admission,
+    handlers,
+    reconciler,
+    webhookconfig,
+)
 from greenlight.adapters.auditlog import AuditLog, install, load_or_create_key
 from greenlight.adapters.console import ConsoleNotifier
 from greenlight.adapters.decisions import DecisionService
@@ -48,7 +54,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # slack_sdk logs whole request bodies at DEBUG (button tokens included): keep it at INFO.
     logging.getLogger("slack_sdk").setLevel(max(logging.INFO, logs.parse_level(config.log_level)))
     traces.configure("greenlight-operator")
-    _configure_kopf(settings, config)
+    webhook_ca = _configure_kopf(settings, config)
 
     # Kubernetes calls run in threads (adapters/kube.py); the default pool (cores + 4) would let a
     # burst of expiries or webhook reviews queue behind a handful of slow calls.
@@ -74,6 +80,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         ) from exc
     metrics.OLDEST_PENDING_AGE.set_function(runtime.pending.oldest_age)
     memo["expiry_task"] = asyncio.create_task(runtime.expiry.run(runtime))
+    if config.webhook_manage:
+        memo["webhook_task"] = asyncio.create_task(
+            webhookconfig.register_when_listening(
+                kube.api_client, config.webhook_host, config.webhook_port, webhook_ca, operator.user
+            )
+        )
     _log.info("expiries armed", requests=await reconciler.track_existing(runtime))
     if config.health_checks_file is not None:
         memo["health_task"] = asyncio.create_task(health.monitor(health.load_checks()))
@@ -86,7 +98,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
 
 
-def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
+def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> bytes:
+    """kopf's settings; returns the CA bundle that the webhook configuration must trust."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
     settings.posting.level = logging.WARNING
@@ -116,8 +129,7 @@ def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> None:
         pkeyfile=str(key),
         cafile=str(ca) if ca else None,
     )
-    if config.webhook_manage:
-        settings.admission.managed = "greenlight.dev"
+    return Path(ca or cert).read_bytes()
 
 
 async def _notifier(
@@ -147,7 +159,7 @@ async def _notifier(
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("expiry_task", "health_task"):
+    for name in ("expiry_task", "health_task", "webhook_task"):
         task: asyncio.Task[None] | None = memo.get(name)
         if task is not None:
             task.cancel()

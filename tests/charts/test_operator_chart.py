@@ -190,25 +190,41 @@ def test_webhooks_fail_closed_and_trust_the_ca_that_signed_the_serving_cert(
     names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert f"{service}.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
 
-    for kind, handler in (
-        ("MutatingWebhookConfiguration", "greenlight-admission-mutate"),
-        ("ValidatingWebhookConfiguration", "greenlight-admission-validate"),
-    ):
-        (webhook,) = one(defaults, kind)["webhooks"]
-        assert webhook["failurePolicy"] == "Fail"
-        assert webhook["sideEffects"] == "NoneOnDryRun"
-        assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_pem
-        assert webhook["clientConfig"]["service"] == {
-            "name": service,
-            "namespace": NAMESPACE,
-            "path": f"/{handler}",
-            "port": 443,
-        }
-        (rule,) = webhook["rules"]
-        assert rule["operations"] == ["CREATE", "UPDATE"]
-        assert rule["resources"] == ["approvalrequests", "approvalrequests/status"]
-        assert rule["apiGroups"] == ["greenlight.dev"]
-        assert rule["apiVersions"] == ["v1alpha1"]
+    expected = {
+        "MutatingWebhookConfiguration": [
+            ("greenlight-admission-mutate", ["approvalrequests"], ["CREATE", "UPDATE"]),
+        ],
+        "ValidatingWebhookConfiguration": [
+            ("greenlight-admission-validate", ["approvalrequests"], ["CREATE", "UPDATE"]),
+            ("greenlight-admission-status", ["approvalrequests/status"], ["UPDATE"]),
+        ],
+    }
+    operator = f"system:serviceaccount:{NAMESPACE}:greenlight"
+    for kind, hooks in expected.items():
+        webhooks = one(defaults, kind)["webhooks"]
+        assert [w["name"] for w in webhooks] == [f"{h}.greenlight.dev" for h, _, _ in hooks]
+        for webhook, (handler, resources, operations) in zip(webhooks, hooks, strict=True):
+            assert webhook["failurePolicy"] == "Fail"
+            assert webhook["sideEffects"] == "NoneOnDryRun"
+            assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_pem
+            assert webhook["clientConfig"]["service"] == {
+                "name": service,
+                "namespace": NAMESPACE,
+                "path": f"/{handler}",
+                "port": 443,
+            }
+            (rule,) = webhook["rules"]
+            assert rule["operations"] == operations
+            assert rule["resources"] == resources
+            assert rule["apiGroups"] == ["greenlight.dev"]
+            assert rule["apiVersions"] == ["v1alpha1"]
+            # The operator's own writes skip admission; everyone else's are checked.
+            assert webhook["matchConditions"] == [
+                {
+                    "name": "not-the-operator",
+                    "expression": f"request.userInfo.username != '{operator}'",
+                }
+            ]
 
 
 def test_service_routes_443_to_the_webhook_port_and_exposes_metrics(
@@ -332,10 +348,10 @@ def test_namespace_scoped_install_grants_and_peers_per_namespace() -> None:
     assert sorted(p["metadata"]["namespace"] for p in peerings) == namespaces
     assert by_kind(objects, "ClusterKopfPeering") == []
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
-        (webhook,) = one(objects, kind)["webhooks"]
-        assert webhook["namespaceSelector"]["matchExpressions"] == [
-            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}
-        ]
+        for webhook in one(objects, kind)["webhooks"]:
+            assert webhook["namespaceSelector"]["matchExpressions"] == [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}
+            ]
 
 
 def test_slack_tokens_come_from_the_existing_secret() -> None:
