@@ -86,7 +86,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
                 kube.api_client, config.webhook_host, config.webhook_port, webhook_ca, operator.user
             )
         )
-    _log.info("expiries armed", requests=await reconciler.track_existing(runtime))
+    memo["catch_up_task"] = asyncio.create_task(_catch_up(runtime))
     if config.health_checks_file is not None:
         memo["health_task"] = asyncio.create_task(health.monitor(health.load_checks()))
     _log.info(
@@ -96,6 +96,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         audit_file=str(config.audit_file),
         namespaces=list(config.namespaces) or "all",
     )
+
+
+async def _catch_up(runtime: Runtime) -> None:
+    """Arm every expiry and reconcile new requests at once, without waiting for kopf's resume."""
+    try:
+        fresh = await reconciler.track_existing(runtime)
+    except Exception:
+        _log.exception("catching up at start failed; kopf's resume handlers will do it")
+        return
+    _log.info("caught up at start", armed=runtime.expiry.armed, new_requests=fresh)
 
 
 def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> bytes:
@@ -159,7 +169,7 @@ async def _notifier(
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("expiry_task", "health_task", "webhook_task"):
+    for name in ("expiry_task", "health_task", "webhook_task", "catch_up_task"):
         task: asyncio.Task[None] | None = memo.get(name)
         if task is not None:
             task.cancel()

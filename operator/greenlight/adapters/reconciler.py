@@ -85,6 +85,16 @@ async def reconcile(
     `cause` names what woke us (create, update, resume, expiry): creation continues the
     orchestrator's trace, everything later starts a new trace linked to it.
     """
+    lock = runtime.lock(namespace, name)
+    if lock.locked():
+        body = None  # another reconcile is changing it: read it afresh once it is done
+    async with lock:
+        await _reconcile_locked(runtime, namespace, name, body, cause)
+
+
+async def _reconcile_locked(
+    runtime: Runtime, namespace: str, name: str, body: Mapping[str, Any] | None, cause: str
+) -> None:
     obj: Mapping[str, Any] | None = body
     if obj is None:
         try:
@@ -251,6 +261,14 @@ def _requested_message(obj: Mapping[str, Any]) -> str:
 async def _tell(runtime: Runtime, obj: Mapping[str, Any]) -> None:
     """Post the notification once; update it once the request is resolved."""
     status = obj.get("status") or {}
+    if status.get("phase") == Phase.PENDING.value and not status.get("notifications"):
+        # The body may lag behind our own earlier status write (watch events arrive late):
+        # read the object before posting, so a request is never announced twice.
+        try:
+            obj = await runtime.kube.get(obj["metadata"]["namespace"], obj["metadata"]["name"])
+        except NotFound:
+            return
+        status = obj.get("status") or {}
     phase = Phase(status.get("phase", Phase.PENDING.value))
     entries: list[dict[str, Any]] = [dict(e) for e in status.get("notifications") or ()]
     request = lifecycle.view(obj)
@@ -359,23 +377,36 @@ async def _audit_notified(runtime: Runtime, obj: Mapping[str, Any], ref: Notific
         _log.error("audit write failed for a notification", error=str(exc))
 
 
-async def track_existing(runtime: Runtime) -> int:
-    """Arm the expiry of every pending request from one list call, at start.
+async def track_existing(runtime: Runtime, concurrency: int = 16) -> int:
+    """At start, from one list call: arm the expiry of every pending request, and reconcile the
+    requests nobody has handled yet (created while the operator was down or just before a crash).
 
-    kopf resumes objects one by one (tens per second); with thousands pending, an expiry that
-    falls due meanwhile would wait for its object's turn. One list arms them all at once; the
-    resume handlers then reconcile each object as usual.
+    kopf resumes objects one by one (tens per second); with thousands of requests, an expiry due
+    meanwhile, or a new request, would otherwise wait for its object's turn. The resume handlers
+    still visit every object afterwards; reconciling is idempotent, so visiting twice is harmless.
     """
     served = set(runtime.settings.namespaces)
-    count = 0
+    slots = asyncio.Semaphore(concurrency)
+    fresh: list[Mapping[str, Any]] = []
     for obj in await runtime.kube.list_all():
         meta = obj.get("metadata") or {}
         if served and meta.get("namespace") not in served:
             continue
         if (obj.get("status") or {}).get("phase"):
             _track(runtime, obj)
-            count += 1
-    return count
+        else:
+            fresh.append(obj)
+
+    async def handle(obj: Mapping[str, Any]) -> None:
+        meta = obj["metadata"]
+        async with slots:
+            try:
+                await reconcile(runtime, meta["namespace"], meta["name"], obj, cause="create")
+            except RetryLater as exc:
+                _log.warning("new request left to kopf's retry", name=meta["name"], error=str(exc))
+
+    await asyncio.gather(*(handle(obj) for obj in fresh))
+    return len(fresh)
 
 
 def _track(runtime: Runtime, obj: Mapping[str, Any]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from dataclasses import dataclass, field
 
 from greenlight.adapters.auditlog import AuditLog
@@ -23,6 +25,20 @@ class Runtime:
     decisions: DecisionService
     expiry: ExpiryClock = field(default_factory=ExpiryClock)
     pending: PendingBook = field(default_factory=PendingBook)
+    # One reconcile at a time per object within this process: kopf serializes its own handlers,
+    # but the expiry clock and the start-up catch-up run beside them.
+    locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        key = (namespace, name)
+        found = self.locks.get(key)
+        if found is None:
+            found = asyncio.Lock()
+            self.locks[key] = found
+        return found
+
     extra_operator_users: frozenset[str] = field(default_factory=frozenset)
 
     def is_operator(self, caller: Identity) -> bool:
