@@ -379,7 +379,8 @@ async def _audit_notified(runtime: Runtime, obj: Mapping[str, Any], ref: Notific
 
 async def track_existing(runtime: Runtime, concurrency: int = 16) -> int:
     """At start, from one list call: arm the expiry of every pending request, and reconcile the
-    requests nobody has handled yet (created while the operator was down or just before a crash).
+    requests nobody has handled or announced yet (created while the operator was down, or caught
+    by a crash before their notification).
 
     kopf resumes objects one by one (tens per second); with thousands of requests, an expiry due
     meanwhile, or a new request, would otherwise wait for its object's turn. The resume handlers
@@ -392,16 +393,20 @@ async def track_existing(runtime: Runtime, concurrency: int = 16) -> int:
         meta = obj.get("metadata") or {}
         if served and meta.get("namespace") not in served:
             continue
-        if (obj.get("status") or {}).get("phase"):
+        status = obj.get("status") or {}
+        if status.get("phase"):
             _track(runtime, obj)
-        else:
-            fresh.append(obj)
+        if not status.get("phase") or (
+            status["phase"] == Phase.PENDING.value and not status.get("notifications")
+        ):
+            fresh.append(obj)  # not handled yet, or not announced yet
 
     async def handle(obj: Mapping[str, Any]) -> None:
         meta = obj["metadata"]
         async with slots:
             try:
-                await reconcile(runtime, meta["namespace"], meta["name"], obj, cause="create")
+                cause = "resume" if (obj.get("status") or {}).get("phase") else "create"
+                await reconcile(runtime, meta["namespace"], meta["name"], obj, cause=cause)
             except RetryLater as exc:
                 _log.warning("new request left to kopf's retry", name=meta["name"], error=str(exc))
 
