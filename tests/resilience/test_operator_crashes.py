@@ -14,8 +14,11 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import pytest
 from tests.resilience.cluster import (
     Requests,
     audit_by_uid,
@@ -60,6 +63,21 @@ class Killer(threading.Thread):
                 self.operator.start(timeout=60)
         except BaseException as exc:  # surfaced by the test
             self.error = exc
+
+
+@pytest.fixture
+def operator(
+    operator_process: OperatorProcess, people: People, control_plane: ControlPlane, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """An operator of its own that serves only this test's namespace: every restart then resumes
+    this test's 200 requests, not whatever earlier tests left in the shared control plane."""
+    operator_process.kill()  # the `operator` fixture of later tests starts it again
+    own = OperatorProcess(
+        control_plane, tmp_path / "operator", env={"GREENLIGHT_NAMESPACES": people.namespace}
+    )
+    own.start()
+    yield own
+    own.stop()
 
 
 def test_kill_9_at_random_points_loses_no_decision_and_doubles_no_transition(
