@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import kubernetes
@@ -86,6 +86,24 @@ class Kube:
         )
         items: list[dict[str, Any]] = result.get("items", [])
         return items
+
+    async def pages(self, limit: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every ApprovalRequest, `limit` at a time (bounded memory for a big cluster)."""
+        token: str | None = None
+        while True:
+            result = await self._call(
+                "k8s list approvalrequests",
+                self.custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                PLURAL,
+                limit=limit,
+                _continue=token,
+            )
+            yield list(result.get("items", []))
+            token = (result.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return
 
     async def patch_status(
         self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str

@@ -389,17 +389,18 @@ async def track_existing(runtime: Runtime, concurrency: int = 16) -> int:
     served = set(runtime.settings.namespaces)
     slots = asyncio.Semaphore(concurrency)
     fresh: list[Mapping[str, Any]] = []
-    for obj in await runtime.kube.list_all():
-        meta = obj.get("metadata") or {}
-        if served and meta.get("namespace") not in served:
-            continue
-        status = obj.get("status") or {}
-        if status.get("phase"):
-            _track(runtime, obj)
-        if not status.get("phase") or (
-            status["phase"] == Phase.PENDING.value and not status.get("notifications")
-        ):
-            fresh.append(obj)  # not handled yet, or not announced yet
+    async for page in runtime.kube.pages():
+        for obj in page:
+            meta = obj.get("metadata") or {}
+            if served and meta.get("namespace") not in served:
+                continue
+            status = obj.get("status") or {}
+            if status.get("phase"):
+                _track(runtime, obj)
+            if not status.get("phase") or (
+                status["phase"] == Phase.PENDING.value and not status.get("notifications")
+            ):
+                fresh.append(obj)  # not handled yet, or not announced yet
 
     async def handle(obj: Mapping[str, Any]) -> None:
         meta = obj["metadata"]
