@@ -17,6 +17,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
+# The wheel leaves out greenlight.devcluster (pyproject.toml): the image has no dev tooling.
 COPY operator ./operator
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable

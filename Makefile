@@ -25,13 +25,17 @@ deps: $(VENV)/.synced ## install the pinned Python environment (uv.lock)
 control-plane: ## build (once, cached) kube-apiserver and etcd from the Go module proxy
 	@bash hack/envtest/build.sh >/dev/null
 
-.PHONY: tools
-tools: control-plane ## build/install every external tool the tests use
-	@bash hack/prom/install.sh >/dev/null
+.PHONY: helm
+helm: ## build (once, cached) helm from the Go module proxy
 	@bash hack/helm/install.sh >/dev/null
 
+.PHONY: tools
+tools: control-plane helm ## build/install every external tool the tests use
+	@bash hack/prom/install.sh >/dev/null
+	@cd hack/queries && npm ci --no-audit --no-fund --silent
+
 .PHONY: run
-run: deps control-plane ## run the operator (local control plane when no cluster is configured)
+run: deps control-plane helm ## run the operator as its own ServiceAccount (local control plane when no cluster is configured)
 	$(PY) -m greenlight.devcluster run
 
 .PHONY: lint

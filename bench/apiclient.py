@@ -1,15 +1,15 @@
 """A small asyncio client for the API server: creates, patches and watches at full speed.
 
 The benchmarks need many requests in flight from one process and exact timestamps for watch
-events, so they talk HTTP to kube-apiserver directly (aiohttp, the admin client certificate,
-impersonation headers for other users) instead of through the synchronous official client.
+events, so they talk HTTP to kube-apiserver directly (aiohttp, impersonation headers for other
+users) instead of through the synchronous official client. Where to connect and with which
+credentials comes from the same place as for the operator and the SDK (`greenlight.kube`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ import aiohttp
 
 from greenlight.core.model import GROUP, PLURAL, VERSION
 from greenlight.devcluster import ControlPlane
-from greenlight.devcluster.pki import ensure_pki
+from greenlight.kube import auth_headers, load_client_config, ssl_context
 
 Obj = dict[str, Any]
 
@@ -41,14 +41,14 @@ class ApiClient:
     """One aiohttp session against the control plane, as the admin or an impersonated user."""
 
     def __init__(self, plane: ControlPlane, *, connections: int = 64) -> None:
-        pki = ensure_pki(plane.workdir / "pki")
-        context = ssl.create_default_context(cafile=str(pki.ca.cert))
-        context.load_cert_chain(str(pki.admin.cert), str(pki.admin.key))
-        self.server = plane.server
+        credentials = load_client_config(str(plane.kubeconfig))
+        self.server = str(credentials.configuration.host)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=context, limit=connections),
+            connector=aiohttp.TCPConnector(ssl=ssl_context(credentials), limit=connections),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            headers=auth_headers(credentials),
         )
+        credentials.close()  # type: ignore[no-untyped-call]  # kubernetes leaves it unannotated
 
     async def close(self) -> None:
         await self._session.close()

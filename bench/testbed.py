@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -32,17 +33,33 @@ REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "crds"
 CLUSTER_ROLES = REPO / "helm" / "greenlight" / "files" / "clusterroles.yaml"
 APPROVER = "alice"
+OUTSIDER = "mallory"  # may patch requests (greenlight-requester), may not approve
 APPROVER_SLACK_ID = "U0ALICE001"
 SLACK_CHANNEL = "C0BENCH001"
+PLAN_DETAILS_MAX = 262_144  # the CRD's maxLength for spec.plan.details
+# etcd's default backend quota (2 GiB) is too small for 10,000+ objects with big plans and their
+# revisions until compaction; the control plane's etcd reads ETCD_* settings from its environment.
+ETCD_QUOTA_BYTES = 8 * 1024**3
 
 
-def manifest(name: str, *, timeout: str = "7d", channel: str | None = None) -> dict[str, Any]:
-    """A small, valid ApprovalRequest (the benchmarks measure the path, not big plans)."""
+def plan_details(kib: int) -> str:
+    """Plan text of `kib` KiB (ASCII, so characters = bytes), at most the CRD's limit."""
+    line = "delete aws:s3:Bucket bench\n"
+    if kib <= 0:
+        return line.strip()
+    size = min(kib * 1024, PLAN_DETAILS_MAX)
+    return (line * (size // len(line) + 1))[:size]
+
+
+def manifest(
+    name: str, *, timeout: str = "7d", channel: str | None = None, plan_kib: int = 0
+) -> dict[str, Any]:
+    """A valid ApprovalRequest; small unless `plan_kib` asks for a plan of that size."""
     spec: dict[str, Any] = {
         "action": "pulumi destroy",
         "target": "bench",
         "requester": {"workflowId": "wf-bench", "taskId": name},
-        "plan": {"summary": "-1 resource", "details": "delete aws:s3:Bucket bench"},
+        "plan": {"summary": "-1 resource", "details": plan_details(plan_kib)},
         "timeout": timeout,
     }
     if channel is not None:
@@ -64,6 +81,16 @@ def rss_mib(pid: int) -> float:
     return int(match.group(1)) / 1024
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far, from /proc/PID/stat (utime, stime)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; fields[0] is state
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
 def gauge(metrics_text: str, name: str) -> float | None:
     """The value of an unlabelled sample in Prometheus text exposition."""
     match = re.search(rf"^{re.escape(name)} ([0-9.eE+-]+)$", metrics_text, re.MULTILINE)
@@ -82,7 +109,8 @@ class Testbed:
     profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     async def namespace(self, name: str) -> str:
-        """A namespace where APPROVER may approve and deny (the greenlight-approver role)."""
+        """A namespace where APPROVER may approve and deny (the greenlight-approver role) and
+        OUTSIDER may only create and patch (the greenlight-requester role)."""
         await self.api.apply_raw(
             "/api/v1/namespaces",
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
@@ -102,6 +130,17 @@ class Testbed:
         }
         await self.api.apply_raw(
             f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings", binding
+        )
+        outsider = {
+            **binding,
+            "metadata": {"name": "requesters", "namespace": name},
+            "roleRef": {**binding["roleRef"], "name": "greenlight-requester"},
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OUTSIDER}
+            ],
+        }
+        await self.api.apply_raw(
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings", outsider
         )
         return name
 
@@ -170,6 +209,7 @@ class Testbed:
 @contextlib.asynccontextmanager
 async def started_testbed(profile_dir: Path | None = None) -> AsyncIterator[Testbed]:
     """Start the control plane and the fake Slack; tear everything down afterwards."""
+    os.environ.setdefault("ETCD_QUOTA_BACKEND_BYTES", str(ETCD_QUOTA_BYTES))
     with tempfile.TemporaryDirectory(prefix="greenlight-bench-") as tmp:
         workdir = Path(tmp)
         plane = ControlPlane(workdir / "control-plane")

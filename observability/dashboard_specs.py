@@ -12,6 +12,7 @@ from grafana import (
     JSON,
     Query,
     Row,
+    Variable,
     dashboard,
     datasource_variable,
     log_rate,
@@ -34,7 +35,7 @@ def _select(metric: str, *matchers: str) -> str:
     return f"{metric}{{{', '.join((NS, *matchers))}}}"
 
 
-def _common_variables(namespace_query: str) -> list[JSON]:
+def _common_variables(namespace_query: str) -> list[Variable]:
     return [
         datasource_variable("datasource", "prometheus", "Prometheus"),
         datasource_variable("loki", "loki", "Loki"),

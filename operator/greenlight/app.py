@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,18 +15,25 @@ import structlog
 
 from greenlight.adapters import (  # noqa: F401  (admission and handlers register handlers)
     admission,
+    auditanchor,
     handlers,
-    reconciler,
     webhookconfig,
 )
-from greenlight.adapters.auditlog import AuditLog, install, load_or_create_key
+from greenlight.adapters.admission import AdmissionGate
+from greenlight.adapters.announce import Announcer
+from greenlight.adapters.auditlog import AuditLog, AuditLogLocked, load_or_create_key
+from greenlight.adapters.catchup import catch_up
 from greenlight.adapters.console import ConsoleNotifier
+from greenlight.adapters.converge import Converger
 from greenlight.adapters.decisions import DecisionService
-from greenlight.adapters.kube import Kube
+from greenlight.adapters.ledger import Ledger
 from greenlight.adapters.notifiers import Notifier
-from greenlight.adapters.runtime import Runtime
+from greenlight.adapters.refusals import RefusalLog
 from greenlight.adapters.webhookcerts import ensure_webhook_certs
+from greenlight.adapters.webhookserver import WebhookServer
 from greenlight.config import Settings
+from greenlight.core.stamps import derive_key
+from greenlight.kube import Kube
 from greenlight.telemetry import health, logs, metrics, traces
 
 _log = structlog.get_logger("greenlight.operator")
@@ -35,7 +43,7 @@ IO_THREADS = 32
 
 def run(settings: Settings) -> None:
     """Run the operator until it is stopped (SIGINT/SIGTERM)."""
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, log_format=settings.log_format)
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
@@ -50,13 +58,13 @@ def run(settings: Settings) -> None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: Settings = memo["settings"]
-    logs.configure(config.log_level)
+    logs.configure(config.log_level, log_format=config.log_format)
     # slack_sdk logs whole request bodies at DEBUG (button tokens included): keep it at INFO.
     logging.getLogger("slack_sdk").setLevel(max(logging.INFO, logs.parse_level(config.log_level)))
     traces.configure("greenlight-operator")
     webhook_ca = _configure_kopf(settings, config)
 
-    # Kubernetes calls run in threads (adapters/kube.py); the default pool (cores + 4) would let a
+    # Kubernetes calls run in threads (kube.py); the default pool (cores + 4) would let a
     # burst of expiries or webhook reviews queue behind a handful of slow calls.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="greenlight-io")
@@ -64,12 +72,22 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     kube = Kube()
     operator = await kube.whoami()
     key = load_or_create_key(config.audit_key_file) if config.audit_key_file else None
-    audit = AuditLog(config.audit_file, key=key)
-    install(audit)
-    decisions = DecisionService(kube, audit)
-    notifier, stop_notifier = await _notifier(config, decisions, audit)
-    runtime = Runtime(config, kube, audit, operator, notifier, decisions)
-    memo["runtime"] = runtime
+    try:
+        audit = AuditLog(config.audit_file, key=key)
+    except AuditLogLocked as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+    memo["audit_anchor_task"] = await auditanchor.guard(audit, kube.api_client, config)
+    marks_key = derive_key(key or load_or_create_key(config.audit_file.parent / "marks.key"))
+    refusals = RefusalLog(audit)
+    memo["refusals"] = refusals
+    ledger = Ledger()
+    decisions = DecisionService(kube, refusals, ledger, marks_key)
+    notifier, stop_notifier = await _notifier(config, decisions, refusals)
+    converger = Converger(
+        kube, audit, Announcer(kube, audit, notifier, marks_key), marks_key, ledger
+    )
+    memo["converger"] = converger
+    memo["gate"] = AdmissionGate(kube, refusals, ledger, marks_key, operator)
     memo["stop_notifier"] = stop_notifier
     try:
         memo["metrics_server"] = metrics.serve(config.metrics_port)
@@ -78,17 +96,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             f"cannot serve metrics on port {config.metrics_port} ({exc}); "
             "set GREENLIGHT_METRICS_PORT (or --metrics-port) to a free port"
         ) from exc
-    metrics.OLDEST_PENDING_AGE.set_function(runtime.pending.oldest_age)
-    memo["expiry_task"] = asyncio.create_task(runtime.expiry.run(runtime))
+    metrics.OLDEST_PENDING_AGE.set_function(ledger.oldest_age)
+    memo["expiry_task"] = asyncio.create_task(converger.clock.run())
     if config.webhook_manage:
         memo["webhook_task"] = asyncio.create_task(
             webhookconfig.register_when_listening(
                 kube.api_client, config.webhook_host, config.webhook_port, webhook_ca, operator.user
             )
         )
-    memo["catch_up_task"] = asyncio.create_task(_catch_up(runtime))
+    memo["catch_up_task"] = asyncio.create_task(_catch_up(kube, converger, config))
     if config.health_checks_file is not None:
-        memo["health_task"] = asyncio.create_task(health.monitor(health.load_checks()))
+        memo["health_task"] = asyncio.create_task(health.monitor(health.load_checks(config)))
     _log.info(
         "greenlight operator started",
         identity=operator.user,
@@ -98,20 +116,32 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
 
 
-async def _catch_up(runtime: Runtime) -> None:
-    """Arm every expiry and reconcile new requests at once, without waiting for kopf's resume."""
+async def _catch_up(kube: Kube, converger: Converger, config: Settings) -> None:
+    """Arm every expiry and reconcile new requests at once (adapters/catchup.py)."""
     try:
-        fresh = await reconciler.track_existing(runtime)
+        fresh = await catch_up(kube, converger, config.namespaces)
     except Exception:
-        _log.exception("catching up at start failed; kopf's resume handlers will do it")
+        _log.exception("catching up at start failed; kopf's initial listing will do it")
         return
-    _log.info("caught up at start", armed=runtime.expiry.armed, new_requests=fresh)
+    _log.info("caught up at start", armed=converger.clock.armed, new_requests=fresh)
+
+
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """kopf keeps no diff-base: the handlers are level-triggered (`on.event`) and need no diff,
+    and kopf's default reads a last-handled-configuration annotation that any patcher can
+    corrupt (kopf then fails on every event for the object) and that would copy the plan."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> bytes:
     """kopf's settings; returns the CA bundle that the webhook configuration must trust."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
+    settings.persistence.diffbase_storage = _NoDiffBase()
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -131,7 +161,9 @@ def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> bytes:
             "GREENLIGHT_WEBHOOK_CERT_FILE and GREENLIGHT_WEBHOOK_KEY_FILE, "
             "or GREENLIGHT_WEBHOOK_MANAGE=true to generate one locally"
         )
-    settings.admission.server = kopf.WebhookServer(
+    settings.admission.server = WebhookServer(
+        client_ca=config.webhook_client_ca_file,
+        client_names=config.webhook_client_names,
         addr=config.webhook_host if config.webhook_manage else "0.0.0.0",  # noqa: S104
         port=config.webhook_port,
         host=config.webhook_host,
@@ -143,17 +175,18 @@ def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> bytes:
 
 
 async def _notifier(
-    config: Settings, decisions: DecisionService, audit: AuditLog
+    config: Settings, decisions: DecisionService, refusals: RefusalLog
 ) -> tuple[Notifier, Callable[[], Awaitable[None]] | None]:
     """Slack when a bot token is configured; the console otherwise (the embedded default)."""
     if not config.slack_enabled:
-        return ConsoleNotifier(), None
+        people = logs.for_people(sys.stdout, config.log_format)
+        return ConsoleNotifier(sys.stdout if people else None), None
     from greenlight.adapters import slack
 
     port = slack.DecisionsPort(
         submit_decision=decisions.submit_decision,
         find_request_by_uid=decisions.find_request_by_uid,
-        record_audit=audit.record,
+        record_audit=refusals.refused_attempt,
     )
     slack_runtime = await slack.start_slack(
         config,
@@ -176,6 +209,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     stop_notifier = memo.get("stop_notifier")
     if stop_notifier is not None:
         await stop_notifier()
+    refusals: RefusalLog | None = memo.get("refusals")
+    if refusals is not None:
+        await refusals.close()
     server = memo.get("metrics_server")
     if server is not None:
         server()

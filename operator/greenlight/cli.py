@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from greenlight.core.durations import parse_timeout
 from greenlight.core.model import Phase
 
 EXIT_ERROR = 1
+EXIT_UNANCHORED = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,6 +116,13 @@ def _parser() -> argparse.ArgumentParser:
         )
         cmd.set_defaults(run=_decide, verb=verb)
 
+    again = sub.add_parser(
+        "resubmit", help="create a new request with the spec of one that could not be verified"
+    )
+    _namespace(again)
+    again.add_argument("name")
+    again.set_defaults(run=_resubmit)
+
     get = sub.add_parser("get", help="show one request")
     _namespace(get)
     get.add_argument("name")
@@ -144,12 +151,38 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="head file to compare the log's end with (default FILE.head if present)",
     )
+    _anchor_arguments(verify)
     verify.set_defaults(run=_audit_verify)
+    reset = aud_sub.add_parser(
+        "reset",
+        help="accept a log that lost records: write an audited chain_reset record, re-anchor",
+    )
+    reset.add_argument("file", type=Path)
+    reset.add_argument("--reason", required=True, help="why the chain is reset (recorded)")
+    reset.add_argument("--key-file", type=Path, help="the audit MAC key (the operator's)")
+    _anchor_arguments(reset)
+    reset.set_defaults(run=_audit_reset)
     return parser
 
 
+def _anchor_arguments(cmd: argparse.ArgumentParser) -> None:
+    where = cmd.add_mutually_exclusive_group()
+    where.add_argument(
+        "--anchor",
+        metavar="NAMESPACE/NAME",
+        help="the anchor ConfigMap, e.g. greenlight/greenlight-audit-anchor-greenlight-0",
+    )
+    where.add_argument(
+        "--anchor-file",
+        type=Path,
+        help="a saved copy of the anchor (the ConfigMap as JSON or YAML, or its data)",
+    )
+
+
 def _namespace(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("-n", "--namespace", default=os.environ.get("GREENLIGHT_NAMESPACE", "default"))
+    from greenlight.config import ClientSettings
+
+    cmd.add_argument("-n", "--namespace", default=ClientSettings().namespace)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -199,6 +232,11 @@ def _decide(args: argparse.Namespace) -> int:
     client = _client(args)
     getattr(client, args.verb)(args.name, reason=args.reason)
     print(f"{args.verb} recorded for {args.namespace}/{args.name}")
+    return 0
+
+
+def _resubmit(args: argparse.Namespace) -> int:
+    print(_client(args).resubmit(args.name), flush=True)
     return 0
 
 
@@ -254,21 +292,128 @@ def _report(outcome: Any) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from greenlight.adapters.auditlog import head_path, read_head
+    """Exit 0 intact and anchored, 1 TAMPERED (or unreadable), 2 intact but unanchored."""
+    from greenlight.adapters.auditlog import read_head
 
     key = args.key_file.read_bytes().strip() if args.key_file else None
-    if args.head is not None:
-        data = json.loads(args.head.read_text())
-        head: audit.Head | None = audit.Head(int(data["seq"]), str(data["hash"]))
+    try:
+        head: audit.Head | None
+        if args.head is not None:
+            head = audit.parse_head_text(args.head.read_text(), source=f"head file {args.head}")
+        else:
+            head = read_head(args.file)
+        anchor = _read_anchor(args)
+    except audit.HeadError as exc:
+        print(f"{args.file}: TAMPERED: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    checks: dict[str, Any] = {"key": key, "head": head, "anchor": anchor, "require_anchor": True}
+    if not args.file.exists() and (head is not None or anchor is not None):
+        result = audit.verify([], **checks)  # a vanished log, against what it should hold
     else:
-        head = read_head(args.file) if head_path(args.file).exists() else None
-    with args.file.open(encoding="utf-8", newline="") as handle:
-        result = audit.verify(handle, key=key, head=head)
+        with args.file.open(encoding="utf-8", newline="") as handle:
+            result = audit.verify(handle, **checks)
     if result.ok:
         print(f"{args.file}: OK, {result.message}")
         return 0
+    if result.message == audit.UNANCHORED:
+        print(
+            f"{args.file}: UNANCHORED: {result.records} records, chain intact, but there is no "
+            "head file or anchor to compare its end with, so a cut tail would go unseen; "
+            "pass --head, --anchor or --anchor-file",
+            file=sys.stderr,
+        )
+        return EXIT_UNANCHORED
     print(f"{args.file}: TAMPERED: {result.message}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def _audit_reset(args: argparse.Namespace) -> int:
+    import getpass
+
+    from greenlight.adapters.auditlog import AuditLog, AuditLogLocked
+
+    key = args.key_file.read_bytes().strip() if args.key_file else None
+    anchor = _anchor_store(args)
+    try:
+        previous = _read_anchor(args)
+    except audit.HeadError as exc:
+        print(
+            f"greenlight: the old anchor is unreadable ({exc}); resetting anyway", file=sys.stderr
+        )
+        previous = None
+    actor = _cluster_user(anchor) if anchor is not None else getpass.getuser()
+    try:
+        log = AuditLog(args.file, key=key)
+    except AuditLogLocked as exc:
+        raise ValueError(f"{exc}; reset only a log no operator is writing") from None
+    try:
+        record = log.reset(actor=actor, reason=args.reason, anchor=previous)
+        head = log.head
+    finally:
+        log.close()
+    if anchor is not None:
+        _api(lambda: anchor.write(head, args.file.name))
+    elif args.anchor_file is not None:
+        args.anchor_file.write_text(json.dumps(head.to_json()) + "\n")
+    print(
+        f"{args.file}: chain reset by {actor} at record {record['seq']}; "
+        f"the head{' and anchor' if anchor or args.anchor_file else ''} now record {head.seq}"
+    )
+    return 0
+
+
+def _anchor_store(args: argparse.Namespace) -> Any:
+    if not args.anchor:
+        return None
+    from greenlight.adapters.auditanchor import AuditAnchor
+    from greenlight.kube import load_client_config
+
+    namespace, _, name = args.anchor.partition("/")
+    if not namespace or not name:
+        raise ValueError(f"--anchor {args.anchor!r}: expected NAMESPACE/NAME")
+    return AuditAnchor(load_client_config(), namespace, name)
+
+
+def _read_anchor(args: argparse.Namespace) -> audit.Head | None:
+    """The anchor named by --anchor or --anchor-file; None when neither was given. An anchor
+    named but absent from the cluster is reported (a deleted anchor is no anchor to trust)."""
+    if args.anchor_file is not None:
+        source = f"anchor file {args.anchor_file}"
+        try:
+            data = yaml.safe_load(args.anchor_file.read_text())
+        except yaml.YAMLError:
+            raise audit.HeadError(f"{source} is neither JSON nor YAML") from None
+        if isinstance(data, dict) and isinstance(data.get("data"), dict):
+            data = data["data"]
+        return audit.parse_head(data, source=source)
+    anchor = _anchor_store(args)
+    if anchor is None:
+        return None
+    head: audit.Head | None = _api(anchor.read)
+    if head is None:
+        raise audit.HeadError(f"the anchor {anchor} does not exist (deleted, or a wrong name)")
+    return head
+
+
+def _cluster_user(anchor: Any) -> str:
+    from kubernetes import client
+
+    review = _api(
+        lambda: client.AuthenticationV1Api(anchor.api_client).create_self_subject_review(
+            client.V1SelfSubjectReview()
+        )
+    )
+    return str(review.status.user_info.username)
+
+
+def _api(call: Any) -> Any:
+    """Run one Kubernetes call; an API error becomes a one-line message (exit 1)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return call()
+    except ApiException as exc:
+        raise ValueError(f"the Kubernetes API refused: {exc.status} {exc.reason}") from None
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from greenlight.adapters.kube import load_client_config
 from greenlight.core.durations import parse_timeout
 from greenlight.core.model import (
     ANN_CANCEL,
@@ -36,6 +35,7 @@ from greenlight.core.model import (
     VERSION,
     Phase,
 )
+from greenlight.kube import load_client_config
 from greenlight.telemetry import traces
 
 EXIT_CODES = {Phase.APPROVED: 0, Phase.DENIED: 2, Phase.EXPIRED: 3, Phase.CANCELLED: 4}
@@ -150,6 +150,19 @@ class ApprovalClient:
         except ApiException as exc:
             raise GreenlightError(f"cannot create the request: {api_message(exc)}") from exc
         return str(created["metadata"]["name"])
+
+    def resubmit(self, name: str) -> str:
+        """Create a new request with the spec of `name` (for one that Greenlight could not
+        verify: written while no admission webhook covered it); return the new name. The new
+        request is stamped with the caller as its creator; the old one is left as it is."""
+        old = self.get(name)
+        metadata: dict[str, Any] = {"generateName": f"{name[:50]}-"}
+        traceparent = (old["metadata"].get("annotations") or {}).get(ANN_TRACEPARENT)
+        if traceparent:
+            metadata["annotations"] = {ANN_TRACEPARENT: traceparent}
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": metadata,
+                "spec": old["spec"]}
+        return self._submit(body)
 
     def get(self, name: str) -> dict[str, Any]:
         try:

@@ -1,24 +1,46 @@
-"""Operator settings: flags override `GREENLIGHT_*` environment variables, which override defaults.
+"""Settings, from one place: flags override environment variables, which override defaults.
 
+Every setting the package reads from the environment is declared here (pydantic-settings):
+
+- `Settings`: the operator, `GREENLIGHT_*` (lists such as `GREENLIGHT_NAMESPACES` are
+  comma-separated), plus `VAULT_ADDR` for the Vault health check;
+- `ClientSettings`: the CLI and the SDK (`GREENLIGHT_NAMESPACE`);
+- `TraceSettings`: the standard `OTEL_*` variables that decide whether spans are exported (the
+  OTLP exporter reads its own endpoint, headers and TLS settings).
+
+Where the Kubernetes credentials come from (`KUBECONFIG`, in-cluster) is `greenlight.kube`'s.
 Secrets (Slack tokens) are `SecretStr` so that printing or logging the settings never shows them.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "GREENLIGHT_"
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+    )
 
-    namespaces: tuple[str, ...] = ()
+    namespaces: Annotated[tuple[str, ...], NoDecode] = ()
     metrics_port: int = Field(9090, ge=0, le=65535)
     health_port: int = Field(8080, ge=0, le=65535)
     webhook_port: int = Field(9443, ge=0, le=65535)
@@ -27,12 +49,23 @@ class Settings(BaseModel):
     webhook_key_file: Path | None = None
     webhook_ca_file: Path | None = None
     webhook_manage: bool = False
+    # The CA that signs the API server's client certificate for webhooks: set, the webhook port
+    # accepts only TLS clients with such a certificate (and, if listed, one of these names).
+    webhook_client_ca_file: Path | None = None
+    webhook_client_names: Annotated[tuple[str, ...], NoDecode] = ()
     audit_file: Path = Path("/var/lib/greenlight/audit/audit.jsonl")
     audit_key_file: Path | None = None
+    # The anchor ConfigMap's namespace (empty: no anchor, the head file only) and name (empty:
+    # derived from the log's file name, e.g. greenlight-audit-anchor-greenlight-0).
+    audit_anchor_namespace: str = ""
+    audit_anchor_name: str = ""
     peering: str = ""  # kopf peering name; empty runs standalone (one replica)
     priority: int = 0
     log_level: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR"] = "INFO"
+    # auto: for people on a terminal (stdout is a TTY), JSON lines otherwise.
+    log_format: Literal["auto", "json", "console"] = "auto"
     health_checks_file: Path | None = None
+    vault_addr: str = Field("", validation_alias=AliasChoices("VAULT_ADDR", "vault_addr"))
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
@@ -43,38 +76,76 @@ class Settings(BaseModel):
     slack_interactions_host: str = "0.0.0.0"  # noqa: S104 - reached through a Service/Ingress
     slack_user_mapping: Literal["email", "email-localpart", "map-only"] = "email"
     slack_user_map_file: Path | None = None
+    # Email domains whose Slack users the email mappings accept (`email-localpart` requires it).
+    slack_allowed_email_domains: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validate_default=True
+    )
+
+    @field_validator(
+        "namespaces", "slack_allowed_email_domains", "webhook_client_names", mode="before"
+    )
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("slack_allowed_email_domains")
+    @classmethod
+    def _domains_for_localpart(cls, value: tuple[str, ...], info: ValidationInfo) -> object:
+        if info.data.get("slack_user_mapping") == "email-localpart" and not value:
+            raise ValueError(
+                "required with GREENLIGHT_SLACK_USER_MAPPING=email-localpart, which drops the "
+                "email's domain: list the domains whose Slack users may decide, comma-separated "
+                "(e.g. example.com), or use the mapping `email` or `map-only`"
+            )
+        return value
 
     @property
     def slack_enabled(self) -> bool:
         return self.slack_bot_token is not None and bool(self.slack_bot_token.get_secret_value())
 
 
+class ClientSettings(BaseSettings):
+    """What the CLI and the SDK read: the namespace to use when none is given."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True)
+
+    namespace: str = "default"
+
+
+class TraceSettings(BaseSettings):
+    """The `OTEL_*` variables that decide whether and under which service name spans leave."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", env_ignore_empty=True, frozen=True)
+
+    sdk_disabled: str = ""
+    traces_exporter: str = ""
+    exporter_otlp_endpoint: str = ""
+    exporter_otlp_traces_endpoint: str = ""
+    service_name: str = ""
+
+
 class SettingsError(ValueError):
     """A setting has a bad value; the message names the variable or flag."""
 
 
-def load(
-    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
-) -> Settings:
+def load(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Build settings from the environment, then apply non-None `overrides` (from flags)."""
-    env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    for name, field in Settings.model_fields.items():
-        raw = env.get(ENV_PREFIX + name.upper())
-        if raw is None or raw == "":
-            continue
-        if name == "namespaces":
-            values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
-        elif field.annotation is bool:
-            values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
-        else:
-            values[name] = raw
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    values = {k: v for k, v in (overrides or {}).items() if v is not None}
     try:
         return Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
+            f"{_variable(err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
         )
         raise SettingsError(f"invalid operator settings: {problems}") from None
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable behind a validation error's location."""
+    name = str(loc[0]) if loc else ""
+    field = Settings.model_fields.get(name)
+    if field is None:  # an alias such as VAULT_ADDR, or an unknown setting
+        return name if name.isupper() else ENV_PREFIX + name.upper()
+    return ENV_PREFIX + name.upper()

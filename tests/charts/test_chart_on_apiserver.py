@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from render import render
+from tests.charts.render import render
 from tests.support.kubectl import Kubectl
 from tests.support.operator import OperatorProcess
 

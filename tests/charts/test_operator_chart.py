@@ -12,7 +12,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from render import (
+from tests.charts.render import (
     NAMESPACE,
     OPERATOR_CHART,
     REPO,
@@ -76,6 +76,7 @@ def rule_triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 
 def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     pod = one(objects, "StatefulSet")["spec"]["template"]["spec"]
+    container: dict[str, Any]
     (container,) = pod["containers"]
     return container
 
@@ -197,7 +198,13 @@ def test_webhooks_fail_closed_and_trust_the_ca_that_signed_the_serving_cert(
         "ValidatingWebhookConfiguration": [
             ("greenlight-admission-validate", ["approvalrequests"], ["CREATE", "UPDATE"]),
             ("greenlight-admission-status", ["approvalrequests/status"], ["UPDATE"]),
+            ("greenlight-admission-delete", ["approvalrequests"], ["DELETE"]),
         ],
+    }
+    # As the admission handlers declare them (`side_effects=` in adapters/admission.py).
+    side_effects = {
+        "MutatingWebhookConfiguration": "NoneOnDryRun",
+        "ValidatingWebhookConfiguration": "None",
     }
     operator = f"system:serviceaccount:{NAMESPACE}:greenlight"
     for kind, hooks in expected.items():
@@ -205,7 +212,7 @@ def test_webhooks_fail_closed_and_trust_the_ca_that_signed_the_serving_cert(
         assert [w["name"] for w in webhooks] == [f"{h}.greenlight.dev" for h, _, _ in hooks]
         for webhook, (handler, resources, operations) in zip(webhooks, hooks, strict=True):
             assert webhook["failurePolicy"] == "Fail"
-            assert webhook["sideEffects"] == "NoneOnDryRun"
+            assert webhook["sideEffects"] == side_effects[kind]
             assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_pem
             assert webhook["clientConfig"]["service"] == {
                 "name": service,
@@ -310,7 +317,29 @@ def test_operator_rbac_is_exactly_the_contract(defaults: list[dict[str, Any]]) -
     ]
     pod = one(defaults, "StatefulSet")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == service_account
-    assert by_kind(defaults, "Role") == []
+    assert [r["metadata"]["name"] for r in by_kind(defaults, "Role")] == ["greenlight-audit-anchor"]
+
+
+def test_operator_may_write_only_its_own_audit_anchors(defaults: list[dict[str, Any]]) -> None:
+    (role,) = by_kind(defaults, "Role")
+    (binding,) = by_kind(defaults, "RoleBinding")
+    anchors = ["greenlight-audit-anchor-greenlight-0", "greenlight-audit-anchor-greenlight-1"]
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": anchors,
+            "verbs": ["get", "patch"],
+        },
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == one(defaults, "ServiceAccount")["metadata"]["name"]
+    env = env_of(operator_container(defaults))
+    assert env["GREENLIGHT_AUDIT_ANCHOR_NAME"]["value"] == "greenlight-audit-anchor-$(POD_NAME)"
+    namespace = env["GREENLIGHT_AUDIT_ANCHOR_NAMESPACE"]["valueFrom"]["fieldRef"]
+    assert namespace["fieldPath"] == "metadata.namespace"
 
 
 def test_operator_that_manages_its_webhooks_may_write_webhook_configurations() -> None:
@@ -332,9 +361,11 @@ def test_namespace_scoped_install_grants_and_peers_per_namespace() -> None:
     objects = render(PROFILES["namespace-scoped"])
     namespaces = ["team-a", "team-b"]
     assert env_of(operator_container(objects))["GREENLIGHT_NAMESPACES"]["value"] == "team-a,team-b"
-    roles = by_kind(objects, "Role")
+    roles = [r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-operator")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == namespaces
-    bindings = by_kind(objects, "RoleBinding")
+    bindings = [
+        b for b in by_kind(objects, "RoleBinding") if b["metadata"]["name"].endswith("-operator")
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == namespaces
     (cluster_role,) = [
         r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-operator")

@@ -51,10 +51,16 @@ def slack_deployment_running(
     operator_process: OperatorProcess,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SlackDeployment]:
-    """The operator with Slack in `slack_mode`, for a whole module of scenarios."""
+    """The operator with Slack in `slack_mode`, for a whole module of scenarios.
+
+    People not in the mapping file are mapped by the local part of an `example.com` email."""
     stop_shared_operator(operator_process)
     workdir = tmp_path_factory.mktemp(f"operator-slack-{slack_mode}")
-    with slack_deployment(control_plane, workdir, slack_mode) as deployment:
+    env = {
+        "GREENLIGHT_SLACK_USER_MAPPING": "email-localpart",
+        "GREENLIGHT_SLACK_ALLOWED_EMAIL_DOMAINS": "example.com",
+    }
+    with slack_deployment(control_plane, workdir, slack_mode, env) as deployment:
         yield deployment
     deployment.log_records()
 

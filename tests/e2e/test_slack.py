@@ -266,6 +266,70 @@ def test_unknown_slack_user_is_refused_and_audited(
     assert after.since(before, "greenlight_decision_attempts_refused_total", reason="unknown_user")
 
 
+# -- who clicked: identities from Slack emails (email-localpart, domain example.com) ---------
+
+
+def _refusals_of(slack: SlackDeployment, name: str, **match: Any) -> list[dict[str, Any]]:
+    return [
+        record
+        for record in audit_records(slack, event="decision_attempted", outcome="refused", **match)
+        if (record.get("request") or {}).get("name") == name
+    ]
+
+
+@pytest.mark.parametrize(
+    ("slack_id", "email", "flags", "why"),
+    [
+        ("U0EVILALI", "alice@evil.example", {}, "email domain 'evil.example'"),
+        ("U0GUEST01", "alice@example.com", {"is_restricted": True}, "is a guest"),
+        ("U0OTHERWS", "alice@example.com", {"team_id": "T0OTHER001"}, "another workspace"),
+        ("U0CONNECT", "alice@example.com", {"is_stranger": True}, "another workspace"),
+    ],
+    ids=["other-domain", "guest", "other-workspace", "slack-connect"],
+)
+def test_email_identity_from_outside_the_workspace_is_refused_and_audited(
+    slack: SlackDeployment,
+    requests: Requests,
+    slack_id: str,
+    email: str,
+    flags: dict[str, Any],
+    why: str,
+) -> None:
+    """Each of these Slack accounts would have been `alice` (an approver) by its email."""
+    name = f"outsider-{slack_id.lower()}"
+    message = announced(slack, requests, name)
+    slack.slack.read(lambda fake: fake.add_user(slack_id, email, **flags))
+
+    assert slack.click(slack_id, message, APPROVE_ACTION_ID) == 200
+
+    assert why in slack.wait_ephemeral(slack_id, "Refused")
+    (record,) = poll(lambda: _refusals_of(slack, name, actor=f"slack:{slack_id}"), 15)
+    assert record["reason"] == "unknown_user"
+    assert why in record["details"]["message"]
+    status = requests.status_of(name)
+    assert status["phase"] == "Pending"
+    assert not status.get("approvals")
+
+
+def test_onbehalfof_human_is_refused_through_slack_under_her_email_identity(
+    slack: SlackDeployment, requests: Requests
+) -> None:
+    """onBehalfOf names her by email; her Slack email maps to `alice`: still the requester."""
+    name = "on-behalf"
+    requester = {"workflowId": f"wf-on-behalf-{slack.mode}", "onBehalfOf": "Alice@Example.com"}
+    message = announced(slack, requests, name, requester=requester)
+    slack.slack.read(lambda fake: fake.add_user("U0ALICEML", "alice@example.com"))
+
+    assert slack.click("U0ALICEML", message, APPROVE_ACTION_ID) == 200
+
+    assert "cannot approve it" in slack.wait_ephemeral("U0ALICEML", "Refused")
+    (record,) = poll(lambda: _refusals_of(slack, name, actor="alice"), 15)
+    assert record["reason"] == "self_approval"
+    status = requests.status_of(name)
+    assert status["phase"] == "Pending"
+    assert not status.get("approvals")
+
+
 def test_tampered_button_token_is_refused_and_audited(
     slack: SlackDeployment, requests: Requests, metrics_port: int
 ) -> None:

@@ -84,29 +84,48 @@ class SignedRequest:
 
 @dataclass
 class User:
+    """A Slack account; the flags are those `users.info` reports (guests are `is_restricted`
+    or `is_ultra_restricted`, Slack Connect users of another organization `is_stranger`)."""
+
     id: str
     email: str
     email_confirmed: bool = True
     is_bot: bool = False
     deleted: bool = False
+    team_id: str = TEAM_ID
+    is_restricted: bool = False
+    is_ultra_restricted: bool = False
+    is_stranger: bool = False
+    enterprise_id: str = ""  # set: an Enterprise Grid user (`enterprise_user`)
+    enterprise_teams: tuple[str, ...] = ()
 
     def as_slack(self) -> Payload:
         name = self.email.split("@", 1)[0]
-        return {
+        user: Payload = {
             "id": self.id,
-            "team_id": TEAM_ID,
+            "team_id": self.team_id,
             "name": name,
             "real_name": name.title(),
             "deleted": self.deleted,
             "is_bot": self.is_bot,
             "is_app_user": False,
             "is_admin": False,
-            "is_restricted": False,
-            "is_ultra_restricted": False,
+            "is_restricted": self.is_restricted,
+            "is_ultra_restricted": self.is_ultra_restricted,
             "is_email_confirmed": self.email_confirmed,
             "tz": "Etc/UTC",
             "profile": {"email": self.email, "real_name": name.title(), "display_name": name},
         }
+        if self.is_stranger:
+            user["is_stranger"] = True
+        if self.enterprise_id:
+            user["enterprise_user"] = {
+                "id": self.id,
+                "enterprise_id": self.enterprise_id,
+                "enterprise_name": "Fake Grid",
+                "teams": list(self.enterprise_teams or (self.team_id,)),
+            }
+        return user
 
 
 @dataclass
@@ -130,6 +149,7 @@ class FakeSlack:
         self.signing_secret = signing_secret
         self.calls: list[Call] = []
         self.users: dict[str, User] = {}
+        self.enterprise_id = ""  # the app's Enterprise Grid organization, as auth.test says
         self.trigger_ttl = 3.0  # Slack's trigger_id lifetime
         self.outage = False
         self.acks: list[Payload] = []
@@ -170,7 +190,8 @@ class FakeSlack:
 
     # -- scenario setup ---------------------------------------------------------------------
 
-    def add_user(self, user_id: str, email: str, **flags: bool) -> User:
+    def add_user(self, user_id: str, email: str, **flags: Any) -> User:
+        """A Slack account `users.info` answers for; `flags` are `User` fields."""
         user = User(id=user_id, email=email, **flags)
         self.users[user_id] = user
         return user
@@ -217,7 +238,8 @@ class FakeSlack:
     def post_from_someone_else(self, channel: str, text: str, **extra: Any) -> str:
         """A message by a person or another app (history filler, metadata impostors)."""
         message = {"type": "message", "user": "U0SOMEONE1", "text": text, **extra}
-        return self._append(channel, message)["ts"]
+        ts: str = self._append(channel, message)["ts"]
+        return ts
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -416,6 +438,7 @@ class FakeSlack:
             "user_id": BOT_USER_ID,
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
+            **({"enterprise_id": self.enterprise_id} if self.enterprise_id else {}),
         }
 
     def _m_chat_postMessage(self, args: Payload) -> Payload:
@@ -624,7 +647,7 @@ def pending_request(**overrides: Any) -> RequestView:
         "task_id": "task-9",
         "on_behalf_of": "carol",
         "plan_summary": "-12 resources, 0 to create",
-        "plan_details": "\n".join(f"- aws:s3:Bucket logs-{i} delete" for i in range(12)),
+        "plan_preview": "\n".join(f"- aws:s3:Bucket logs-{i} delete" for i in range(12)),
         "plan_digest": "sha256:" + "ab" * 32,
         "requested_by": "system:serviceaccount:ci:runner",
         "expires_at": datetime.now(UTC) + timedelta(minutes=30),
@@ -652,8 +675,11 @@ class StubDecisions:
 
     async def wait_audited(self, reason: str, within: float = 5.0) -> None:
         """Wait until a refusal with `reason` was audited (handlers run after the ack)."""
+
+        def reasons() -> list[str]:
+            return [a["reason"] for a in self.audits]
+
         async with self._audited:
-            reasons = lambda: [a["reason"] for a in self.audits]  # noqa: E731
             await asyncio.wait_for(self._audited.wait_for(lambda: reason in reasons()), within)
 
     def add(self, request: RequestView) -> RequestView:

@@ -9,9 +9,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greenlight.core import audit, lifecycle
+from greenlight.core import audit
 from greenlight.core.model import ANN_REQUESTED_BY, Action, Phase, Via
+from greenlight.core.stamps import DecisionRecord, record_key
 from greenlight.core.timefmt import format_precise, format_time
+from tests.support.marks import reconcile, signed, stamp
 
 USERS = st.sampled_from(["alice", "bob", "carol", "system:serviceaccount:ci:runner", "ü-ser"])
 MOMENTS = st.datetimes(
@@ -27,16 +29,17 @@ def decision_annotations(draw: st.DrawFn) -> dict[str, str]:
     for _ in range(draw(st.integers(0, 4))):
         user = draw(USERS)
         if draw(st.booleans()):
-            record = lifecycle.DecisionRecord(
+            record = DecisionRecord(
                 user=user,
                 action=draw(st.sampled_from(list(Action))),
                 at=draw(MOMENTS),
                 via=draw(st.sampled_from([Via.KUBECTL, Via.SLACK])),
                 reason=draw(st.text(max_size=20)),
             )
-            annotations[lifecycle.record_key(user)] = record.to_annotation()
+            key, value = signed(record, "uid-1")
+            annotations[key] = value if draw(st.booleans()) else record.to_annotation()
         else:
-            annotations[lifecycle.record_key(user)] = draw(
+            annotations[record_key(user)] = draw(
                 st.one_of(st.text(max_size=40), st.just("{}"), st.just('{"user": 1}'))
             )
     if draw(st.booleans()):
@@ -77,7 +80,9 @@ def approval_requests(draw: st.DrawFn) -> dict[str, Any]:
         "spec": spec,
     }
     if draw(st.booleans()):
-        initial = lifecycle.reconcile(obj, created).status
+        obj["metadata"]["annotations"][ANN_REQUESTED_BY] = stamp(obj, draw(USERS))
+    if draw(st.booleans()):
+        initial = reconcile(obj, created).status
         if draw(st.booleans()):
             initial["phase"] = draw(st.sampled_from(list(Phase))).value
             if initial["phase"] != "Pending":
@@ -102,7 +107,7 @@ def test_reconcile_never_raises_and_terminal_phases_never_change(
     obj: dict[str, Any], later: timedelta
 ) -> None:
     now = datetime.fromisoformat(obj["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
-    transition = lifecycle.reconcile(obj, now + later)
+    transition = reconcile(obj, now + later)
     before = (obj.get("status") or {}).get("phase")
     if before and Phase(before).terminal:
         assert transition.status["phase"] == before
@@ -115,8 +120,8 @@ def test_reconcile_never_raises_and_terminal_phases_never_change(
 def test_reconcile_is_idempotent(obj: dict[str, Any], later: timedelta) -> None:
     """Running it again on its own output changes nothing: a restart never doubles a step."""
     now = datetime.fromisoformat(obj["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
-    first = lifecycle.reconcile(obj, now + later)
-    again = lifecycle.reconcile({**obj, "status": first.status}, now + later)
+    first = reconcile(obj, now + later)
+    again = reconcile({**obj, "status": first.status}, now + later)
     assert not again.changes({**obj, "status": first.status})
     assert again.entered is None
 

@@ -151,6 +151,7 @@ def test_invalid_manifests_are_refused_with_422_naming_the_field(
     with pytest.raises(ApiException) as refused:
         _create(custom, people.namespace, spec)
     assert refused.value.status == 422, refused.value.body
+    assert refused.value.body is not None
     message = json.loads(refused.value.body)["message"]
     assert field in message, f"{field} not named in: {message}"
 
@@ -167,7 +168,9 @@ def test_valid_manifests_are_accepted_and_become_pending(
     name = _create(custom, people.namespace, spec)
     deadline = time.monotonic() + 20
     while True:
-        obj = custom.get_namespaced_custom_object(GROUP, VERSION, people.namespace, PLURAL, name)
+        obj: Any = custom.get_namespaced_custom_object(
+            GROUP, VERSION, people.namespace, PLURAL, name
+        )
         status = obj.get("status") or {}
         if status.get("phase") == "Pending" and status.get("notifications"):
             break

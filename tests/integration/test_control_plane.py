@@ -30,8 +30,8 @@ from greenlight.devcluster import ControlPlane, ControlPlaneError, install
 from greenlight.devcluster.commands import configured_cluster
 from greenlight.devcluster.controlplane import find_assets, free_port
 from greenlight.devcluster.manifests import InstallError
-from greenlight.devcluster.pki import create_ca, issue_certificate
 from greenlight.devcluster.processes import is_running
+from greenlight.pki import create_ca, issue_certificate
 
 
 def pinned_kubernetes_version() -> str:

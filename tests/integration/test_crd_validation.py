@@ -58,6 +58,24 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "Too long",
     ),
     (
+        "on-behalf-of-cyrillic-lookalike",
+        {"requester": {**REQUESTER, "onBehalfOf": "\N{CYRILLIC SMALL LETTER A}lice"}},
+        "spec.requester.onBehalfOf",
+        "onBehalfOf must be a person's user name",
+    ),
+    (
+        "on-behalf-of-zero-width",
+        {"requester": {**REQUESTER, "onBehalfOf": "ali\u200bce"}},
+        "spec.requester.onBehalfOf",
+        "no control or invisible characters",
+    ),
+    (
+        "on-behalf-of-whitespace-only",
+        {"requester": {**REQUESTER, "onBehalfOf": " \u3000 "}},
+        "spec.requester.onBehalfOf",
+        "not only whitespace",
+    ),
+    (
         "workflow-id-with-space",
         {"requester": {"workflowId": "wf 1"}},
         "spec.requester.workflowId",

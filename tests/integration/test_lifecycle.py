@@ -15,7 +15,7 @@ from tests.support.manifests import annotate, approval_request, create, get, pol
 from tests.support.operator import OperatorProcess
 from tests.support.operator_fixtures import People
 
-from greenlight.core.lifecycle import plan_digest
+from greenlight.core.stamps import plan_digest
 from greenlight.core.timefmt import parse_time
 from greenlight.devcluster import ControlPlane
 

@@ -94,9 +94,9 @@ def test_kill_9_at_several_points_loses_and_doubles_nothing(
     by_uid = {obj["metadata"]["uid"]: name for name, obj in objects.items()}
     events: dict[str, Counter[str]] = {name: Counter() for name in PLAN}
     for record in operator.audit_records():
-        name = by_uid.get((record.get("request") or {}).get("uid"))
-        if name is not None:
-            events[name][record["event"]] += 1
+        requested = by_uid.get((record.get("request") or {}).get("uid"))
+        if requested is not None:
+            events[requested][record["event"]] += 1
     for name, (_, _, phase) in PLAN.items():
         assert events[name]["requested"] == 1, (name, events[name])
         assert events[name]["notified"] == 1, (name, events[name])

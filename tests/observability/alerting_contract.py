@@ -31,6 +31,7 @@ CONTRACT_METRICS: dict[str, Metric] = {
     "greenlight_notification_duration_seconds": _metric("histogram", "channel"),
     "greenlight_decision_attempts_refused_total": _metric("counter", "reason"),
     "greenlight_audit_write_failures_total": _metric("counter"),
+    "greenlight_audit_chain_broken": _metric("gauge"),
     "greenlight_external_service_up": _metric("gauge", "service"),
     "greenlight_external_service_request_duration_seconds": _metric("histogram", "service"),
     "greenlight_build_info": _metric("gauge", "version", "python_version"),
@@ -77,6 +78,7 @@ ALERT_SEVERITIES = {
     "GreenlightOperatorDown": "critical",
     "GreenlightNotificationsFailing": "warning",
     "GreenlightAuditWritesFailing": "critical",
+    "GreenlightAuditChainBroken": "critical",
     "GreenlightApprovalsPendingTooLong": "warning",
 }
 

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from shipped_files import PROM_INSTALL
+from tests.observability.shipped_files import PROM_INSTALL
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from alerting_contract import ALERT_SEVERITIES
-from shipped_files import ALERTMANAGER_CONFIG
+from tests.observability.alerting_contract import ALERT_SEVERITIES
+from tests.observability.shipped_files import ALERTMANAGER_CONFIG
 
 SECRETS_DIR = "/etc/alertmanager/secrets/greenlight-alerting/"
 RECEIVER_BY_SEVERITY = {"critical": "pagerduty-and-slack", "warning": "slack"}

@@ -10,9 +10,14 @@ from typing import Any
 
 import pytest
 import yaml
-from alerting_contract import ALERT_SEVERITIES, CONTRACT_METRICS, RUNBOOK_BASE, is_known_metric
-from promql_names import metric_names
-from shipped_files import RULE_TESTS_DIR, RULES_DIR, RUNBOOKS, rule_files
+from tests.observability.alerting_contract import (
+    ALERT_SEVERITIES,
+    CONTRACT_METRICS,
+    RUNBOOK_BASE,
+    is_known_metric,
+)
+from tests.observability.promql_names import metric_names
+from tests.observability.shipped_files import RULE_TESTS_DIR, RULES_DIR, RUNBOOKS, rule_files
 
 DEBIAN_PROMTOOL = Path("/usr/bin/promtool")
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "container"})

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from shipped_files import ALERTMANAGER_CONFIG, DASHBOARDS_DIR, OBSERVABILITY, REPO, rule_files
+from tests.observability.shipped_files import (
+    ALERTMANAGER_CONFIG,
+    DASHBOARDS_DIR,
+    OBSERVABILITY,
+    REPO,
+    rule_files,
+)
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 BUILD = OBSERVABILITY / "build.py"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 from collections.abc import Iterator
@@ -9,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alerting_contract import is_known_metric
-from prometheus_stack import Server, prometheus
-from promql_names import metric_names
-from shipped_files import DASHBOARDS_DIR
+from tests.observability.alerting_contract import is_known_metric
+from tests.observability.prometheus_stack import Server, prometheus
+from tests.observability.promql_names import metric_names
+from tests.observability.shipped_files import DASHBOARDS_DIR
 
 EXPECTED_UIDS = {
     "greenlight-approvals",
@@ -58,8 +59,8 @@ def prometheus_queries(dashboard: dict[str, Any]) -> list[str]:
     ]
     for variable in dashboard["templating"]["list"]:
         if variable["type"] == "query":
-            match = LABEL_VALUES.match(variable["definition"])
-            assert match, variable["definition"]
+            match = LABEL_VALUES.match(variable["query"]["query"])
+            assert match, variable["query"]
             queries.append(match["selector"])
     return queries
 
@@ -73,6 +74,13 @@ def substitute(expr: str) -> str:
 ALL_QUERIES = [
     (path.stem, query) for path in dashboard_files() for query in prometheus_queries(load(path))
 ]
+
+
+def test_dashboards_are_built_with_the_grafana_11_6_flavour_of_the_sdk() -> None:
+    # An unpinned install resolves to an older flavour: the epoch prefix sorts it higher.
+    assert importlib.metadata.version("grafana-foundation-sdk") == "1769699379!11.6.0"
+    for path in dashboard_files():
+        assert load(path)["schemaVersion"] == 41, path.name
 
 
 def test_every_dashboard_is_shipped_under_its_fixed_uid() -> None:

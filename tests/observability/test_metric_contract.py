@@ -4,9 +4,9 @@ pin that contract to the metrics the operator and the agent SDK actually registe
 from __future__ import annotations
 
 import pytest
-from alerting_contract import CONTRACT_METRICS
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as MetricFamily
+from tests.observability.alerting_contract import CONTRACT_METRICS
 
 from greenlight.agent import AGENT_REGISTRY
 from greenlight.telemetry.metrics import OPERATOR_REGISTRY

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 from kubernetes import client
@@ -111,16 +111,21 @@ class Requests:
         )
 
     def get(self, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = retried(
+        obj = retried(
             lambda: self.api.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name
             )
         )
-        return obj
+        return cast("dict[str, Any]", obj)
 
     def all(self) -> dict[str, dict[str, Any]]:
-        listing = retried(
-            lambda: self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        listing = cast(
+            "dict[str, Any]",
+            retried(
+                lambda: self.api.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL
+                )
+            ),
         )
         return {obj["metadata"]["name"]: obj for obj in listing["items"]}
 

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 
 from greenlight.devcluster import ControlPlane
-from greenlight.devcluster.pki import ensure_pki, issue_certificate
+from greenlight.devcluster.credentials import ensure_pki
+from greenlight.pki import issue_certificate
 
 
 def service_account_groups(user: str) -> tuple[str, ...]:
@@ -60,6 +61,7 @@ def service_account_token(plane: ControlPlane, user: str) -> str:
                 spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
             ),
         )
+        assert review.status is not None, "a TokenRequest answers with its status"
         return str(review.status.token)
     finally:
         api.close()

@@ -2,7 +2,9 @@
 
 Tests start it against the test control plane, kill it with SIGKILL, restart it, read its JSON
 log lines and scrape its /metrics. It manages its own webhook configuration (as `make run` does),
-so a (re)start also re-points the API server's admission webhooks at this process.
+so a (re)start also re-points the API server's admission webhooks at this process. Like `make run`,
+it runs as its own ServiceAccount with the chart's RBAC (a TokenRequest token), never as the
+admin: the webhooks skip the operator's writes, so the admin's would go unchecked.
 """
 
 from __future__ import annotations
@@ -20,6 +22,19 @@ from typing import Any
 
 from greenlight.devcluster import ControlPlane
 from greenlight.devcluster.controlplane import free_port
+from greenlight.devcluster.identity import OperatorIdentity, ensure_operator_identity
+
+REPO = Path(__file__).resolve().parents[2]
+_identities: dict[Path, OperatorIdentity] = {}
+
+
+def operator_identity(plane: ControlPlane) -> OperatorIdentity:
+    """The operator's ServiceAccount on `plane` (set up once per control plane)."""
+    if plane.workdir not in _identities:
+        _identities[plane.workdir] = ensure_operator_identity(
+            str(plane.kubeconfig), REPO, plane.workdir / "operator-identity"
+        )
+    return _identities[plane.workdir]
 
 
 class OperatorProcess:
@@ -45,6 +60,7 @@ class OperatorProcess:
     def environment(self) -> dict[str, str]:
         env = self.plane.env()
         env.update(
+            KUBECONFIG=str(operator_identity(self.plane).kubeconfig),
             GREENLIGHT_WEBHOOK_MANAGE="true",
             GREENLIGHT_WEBHOOK_PORT=str(self.webhook_port),
             GREENLIGHT_METRICS_PORT=str(self.metrics_port),
@@ -52,6 +68,7 @@ class OperatorProcess:
             GREENLIGHT_AUDIT_FILE=str(self.audit_file),
             GREENLIGHT_AUDIT_KEY_FILE=str(self.audit_key_file),
             GREENLIGHT_LOG_LEVEL="INFO",
+            **self.plane.webhook_client_settings(),
             PYTHONUNBUFFERED="1",
         )
         for key in [k for k in env if k.startswith("OTEL_")]:
@@ -107,6 +124,7 @@ class OperatorProcess:
             return False
         finally:
             api.close()
+        assert config.webhooks is not None, "the operator's configuration lists its webhooks"
         return all(
             f":{self.webhook_port}/" in (hook.client_config.url or "") for hook in config.webhooks
         )

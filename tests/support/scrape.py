@@ -74,7 +74,8 @@ def exemplars(port: int) -> list[ExemplarSample]:
     content_type, text = _fetch(port, OPENMETRICS)
     assert content_type.startswith("application/openmetrics-text"), content_type
     found: list[ExemplarSample] = []
-    for family in openmetrics_families(text):
+    # prometheus-client leaves its OpenMetrics parser unannotated.
+    for family in openmetrics_families(text):  # type: ignore[no-untyped-call]
         for sample in family.samples:
             if sample.exemplar is not None:
                 found.append(

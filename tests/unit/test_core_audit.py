@@ -227,5 +227,6 @@ async def test_head_file_is_replaced_atomically_next_to_the_log(tmp_path: Path) 
 
     head = json.loads(head_path(path).read_text())
 
-    assert head == {"seq": 3, "hash": json.loads(lines_of(path)[-1])["hash"]}
-    assert sorted(os.listdir(tmp_path)) == ["audit.jsonl", "audit.jsonl.head"]
+    last = json.loads(lines_of(path)[-1])["hash"]
+    assert head == {"seq": 3, "hash": last, "mac": audit.head_mac(KEY, 3, last)}
+    assert sorted(os.listdir(tmp_path)) == ["audit.jsonl", "audit.jsonl.head", "audit.jsonl.lock"]

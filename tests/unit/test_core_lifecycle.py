@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from greenlight.core import lifecycle
-from greenlight.core.lifecycle import DecisionRecord, plan_digest, reconcile, record_key
 from greenlight.core.model import ANN_REQUESTED_BY, DECISION_RECORD_PREFIX, Action, Phase, Via
+from greenlight.core.stamps import DecisionRecord, plan_digest, record_key
+from tests.support.marks import reconcile, signed, stamp
 
 CREATED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 REQUESTER = "system:serviceaccount:ci:orchestrator"
@@ -45,8 +46,7 @@ def request(
     approvers: Mapping[str, list[str]] | None = None,
     status: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    annotations = {ANN_REQUESTED_BY: json.dumps({"user": REQUESTER, "groups": []})}
-    annotations.update({record_key(r.user): r.to_annotation() for r in records})
+    annotations: dict[str, str] = dict(signed(r, "uid-1") for r in records)
     spec: dict[str, Any] = {
         "action": "pulumi destroy",
         "target": "production",
@@ -72,6 +72,7 @@ def request(
         },
         "spec": spec,
     }
+    annotations[ANN_REQUESTED_BY] = stamp(obj, REQUESTER)
     if status is not None:
         obj["status"] = dict(status)
     return obj
@@ -84,9 +85,7 @@ def settle(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
 
 def with_records(obj: dict[str, Any], *records: DecisionRecord) -> dict[str, Any]:
     updated = copy.deepcopy(obj)
-    updated["metadata"]["annotations"].update(
-        {record_key(r.user): r.to_annotation() for r in records}
-    )
+    updated["metadata"]["annotations"].update(dict(signed(r, "uid-1") for r in records))
     return updated
 
 
@@ -133,7 +132,8 @@ def test_one_approval_approves_when_one_is_required() -> None:
         "reason": "looks fine",
     }
     assert transition.entered is Phase.APPROVED
-    assert [e.event for e in transition.audit] == ["requested", "decided"]
+    assert [e.event for e in transition.audit] == ["requested", "decision_attempted", "decided"]
+    assert transition.audit[1].outcome == "allowed"
     assert transition.audit[-1].event_id == "uid-1:terminal"
 
 
@@ -169,10 +169,10 @@ def test_same_user_approving_again_counts_once() -> None:
 
 def test_two_records_of_one_user_under_different_keys_count_once() -> None:
     obj = request(approvals=2)
-    obj["metadata"]["annotations"][DECISION_RECORD_PREFIX + "a"] = record("alice").to_annotation()
-    obj["metadata"]["annotations"][DECISION_RECORD_PREFIX + "b"] = record(
-        "alice", after=timedelta(seconds=70)
-    ).to_annotation()
+    obj["metadata"]["annotations"][DECISION_RECORD_PREFIX + "a"] = signed(record("alice"), "uid-1")[1]
+    obj["metadata"]["annotations"][DECISION_RECORD_PREFIX + "b"] = signed(
+        record("alice", after=timedelta(seconds=70)), "uid-1"
+    )[1]
 
     status = reconcile(obj, NOW).status
 
@@ -208,7 +208,8 @@ def test_first_decision_wins_when_deny_and_approve_arrive_together() -> None:
     assert transition.status["phase"] == "Denied"
     late = [e for e in transition.audit if e.event == "decision_attempted"]
     assert [(e.actor, e.outcome, e.reason) for e in late] == [
-        ("alice", "refused", "already_decided")
+        ("bob", "allowed", ""),
+        ("alice", "refused", "already_decided"),
     ]
 
 
@@ -360,6 +361,47 @@ def test_late_record_after_terminal_is_audited_once_as_refused() -> None:
     )
     assert entry.details["message"] == "ci/destroy-prod is already Approved by alice"
     assert [e.event_id for e in second.audit] == [entry.event_id]
+
+
+def test_record_not_issued_by_greenlight_is_never_counted_and_is_audited() -> None:
+    obj = request()
+    forged = record("alice", reason="planted")
+    obj["metadata"]["annotations"][record_key("alice")] = forged.to_annotation()  # no MAC
+    copied = request(record("bob"))
+    copied["metadata"]["uid"] = "uid-2"  # a valid record of another object
+
+    planted = reconcile(obj, NOW)
+    moved = reconcile(copied, NOW)
+
+    assert planted.status["phase"] == moved.status["phase"] == "Pending"
+    assert planted.status["approvals"] == moved.status["approvals"] == []
+    [entry] = [e for e in planted.audit if e.event == "decision_attempted"]
+    assert (entry.outcome, entry.reason) == ("refused", "untrusted_record")
+
+
+def test_request_without_a_greenlight_stamp_is_never_decided() -> None:
+    obj = request(record("alice"))
+    obj["metadata"]["annotations"][ANN_REQUESTED_BY] = json.dumps({"user": "x", "groups": []})
+
+    transition = reconcile(obj, NOW)
+
+    assert transition.status["phase"] == "Pending"
+    assert transition.status["requestedBy"] == ""
+    conditions = {c["type"]: c for c in transition.status["conditions"]}
+    assert conditions["Verified"]["status"] == "False"
+    assert conditions["Verified"]["reason"] == "UnverifiedRequester"
+    refused = [e for e in transition.audit if e.event == "decision_attempted"]
+    assert [(e.actor, e.reason) for e in refused] == [("alice", "unverified_request")]
+    assert reconcile(obj, CREATED + timedelta(hours=1)).status["phase"] == "Expired"
+
+
+def test_stamp_copied_from_an_older_request_is_not_valid() -> None:
+    obj = request()
+    obj["metadata"]["creationTimestamp"] = "2026-03-01T12:05:00Z"  # 5 minutes after the stamp
+
+    status = reconcile(obj, NOW).status
+
+    assert status["requestedBy"] == ""
 
 
 def test_malformed_decision_record_is_ignored() -> None:

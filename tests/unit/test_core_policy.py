@@ -25,7 +25,7 @@ PENDING = RequestView(
     task_id="",
     on_behalf_of="",
     plan_summary="",
-    plan_details="",
+    plan_preview="",
     plan_digest="sha256:00",
     requested_by=REQUESTER,
     expires_at=EXPIRES,
@@ -56,7 +56,10 @@ class Case(NamedTuple):
     now: datetime = NOW
 
 
-CASES = [
+CASES: list[
+    tuple[str, RequestView, Attempt, bool, Verdict]
+    | tuple[str, RequestView, Attempt, bool, Verdict, datetime]
+] = [
     (
         "approve-ok",
         PENDING,
@@ -269,3 +272,153 @@ def test_refusals_are_checked_in_a_fixed_order() -> None:
 )
 def test_each_action_is_checked_against_its_rbac_verb(action: Action, verb: str) -> None:
     assert rbac_verb(action) == verb
+
+
+# -- one person, one identity (core/identity.py) --------------------------------------------
+
+SELF_APPROVAL = (
+    "user 'alice' requested ci/destroy-prod (as {who!r}) and cannot approve it; another "
+    "approver must (the requester may cancel instead)"
+)
+
+
+@pytest.mark.parametrize(
+    "on_behalf_of",
+    ["Alice", "alice ", " ALICE", "alice@example.com", "Alice+ci@Example.com", "oidc:alice"],
+)
+def test_onbehalfof_in_other_spelling_cannot_approve(on_behalf_of: str) -> None:
+    request = replace(PENDING, on_behalf_of=on_behalf_of)
+
+    verdict = judge(request, attempt("alice"), rbac_allowed=True, now=NOW)
+
+    assert verdict == Verdict(False, "self_approval", SELF_APPROVAL.format(who=on_behalf_of))
+
+
+def test_onbehalfof_in_other_case_cannot_approve() -> None:
+    request = replace(PENDING, on_behalf_of="Alice")
+
+    verdict = judge(request, attempt("alice"), rbac_allowed=True, now=NOW)
+
+    assert (verdict.allowed, verdict.code) == (False, "self_approval")
+
+
+def test_onbehalfof_human_cannot_approve_under_her_email_identity() -> None:
+    """The Slack email mapping makes alice `alice@example.com`; she is still the requester."""
+    request = replace(PENDING, on_behalf_of="alice")
+
+    verdict = judge(request, attempt("alice@example.com"), rbac_allowed=True, now=NOW)
+
+    assert (verdict.allowed, verdict.code) == (False, "self_approval")
+
+
+def test_requester_under_another_spelling_cannot_approve() -> None:
+    verdict = judge(PENDING, attempt(REQUESTER.upper()), rbac_allowed=True, now=NOW)
+
+    assert (verdict.allowed, verdict.code) == (False, "self_approval")
+
+
+def test_cyrillic_lookalike_onbehalfof_refuses_every_approval() -> None:
+    """`alice` spelled with a Cyrillic a slipped past admission: nobody can tell who it names,
+    so nobody approves; the request can still be denied or cancelled."""
+    request = replace(PENDING, on_behalf_of="\u0430lice")
+
+    for user in ("alice", "bob"):
+        verdict = judge(request, attempt(user), rbac_allowed=True, now=NOW)
+        assert (verdict.allowed, verdict.code) == (False, "self_approval")
+        assert "U+0430 (CYRILLIC SMALL LETTER A)" in verdict.message
+        assert "spec.requester.onBehalfOf" in verdict.message
+    denied = judge(request, attempt("bob", Action.DENY, "no"), rbac_allowed=True, now=NOW)
+    assert denied.allowed
+
+
+def test_cyrillic_lookalike_decider_counts_as_the_requester() -> None:
+    request = replace(PENDING, on_behalf_of="alice")
+
+    verdict = judge(request, attempt("\u0430lice"), rbac_allowed=True, now=NOW)
+
+    assert (verdict.allowed, verdict.code) == (False, "self_approval")
+
+
+def test_zero_width_onbehalfof_cannot_hide_the_requester() -> None:
+    request = replace(PENDING, on_behalf_of="ali\u200bce")
+
+    verdict = judge(request, attempt("alice"), rbac_allowed=True, now=NOW)
+
+    assert (verdict.allowed, verdict.code) == (False, "self_approval")
+
+
+def test_someone_else_may_still_approve_a_request_on_behalf_of_alice() -> None:
+    request = replace(PENDING, on_behalf_of="Alice@example.com")
+
+    verdict = judge(request, attempt("bob"), rbac_allowed=True, now=NOW)
+
+    assert verdict == Verdict(True, "ok", "approve by bob recorded on ci/destroy-prod")
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["\u200b", " \u200b ", "\u200c\u200d\u2060\ufeff", "\u202e\u202c", "\t\n", "\x00", "\u3164"],
+    ids=["zwsp", "spaced-zwsp", "joiners-and-bom", "bidi", "whitespace", "nul", "hangul-filler"],
+)
+def test_zero_width_reason_is_no_reason(reason: str) -> None:
+    verdict = judge(PENDING, attempt("bob", Action.DENY, reason), rbac_allowed=True, now=NOW)
+
+    assert (verdict.allowed, verdict.code) == (False, "reason_required")
+
+
+def test_short_visible_reason_is_a_reason() -> None:
+    verdict = judge(PENDING, attempt("bob", Action.DENY, "no"), rbac_allowed=True, now=NOW)
+
+    assert verdict.allowed
+
+
+@pytest.mark.parametrize("again", ["Alice", "alice@example.com", "\uff41lice"])
+def test_same_person_under_another_spelling_is_counted_once(again: str) -> None:
+    request = replace(PENDING, required_approvals=2, approvals=("alice",))
+
+    verdict = judge(request, attempt(again), rbac_allowed=True, now=NOW)
+
+    assert (verdict.allowed, verdict.code) == (True, "duplicate")
+
+
+def test_second_approver_is_counted() -> None:
+    request = replace(PENDING, required_approvals=2, approvals=("alice",))
+
+    verdict = judge(request, attempt("bob"), rbac_allowed=True, now=NOW)
+
+    assert verdict.code == "ok"
+
+
+def test_policy_approvers_are_compared_canonically() -> None:
+    request = replace(PENDING, approvers_users=("Alice ", "bob"))
+
+    verdict = judge(request, attempt("alice"), rbac_allowed=True, now=NOW)
+
+    assert verdict.code == "ok"
+
+
+def test_policy_approvers_are_not_widened_to_other_spellings_of_a_person() -> None:
+    """A listing grants a right, so only the canonical name matches, not `alice@evil.example`."""
+    request = replace(PENDING, approvers_users=("alice",))
+
+    verdict = judge(request, attempt("alice@evil.example"), rbac_allowed=True, now=NOW)
+
+    assert verdict.code == "not_in_approvers"
+
+
+def test_requester_in_other_case_may_cancel() -> None:
+    request = replace(PENDING, on_behalf_of="Alice")
+
+    verdict = judge(request, attempt("alice", Action.CANCEL), rbac_allowed=False, now=NOW)
+
+    assert verdict == Verdict(True, "ok", "ci/destroy-prod cancelled by alice")
+
+
+def test_email_spelling_of_the_requester_does_not_grant_cancel() -> None:
+    request = replace(PENDING, on_behalf_of="alice")
+
+    verdict = judge(
+        request, attempt("alice@evil.example", Action.CANCEL), rbac_allowed=False, now=NOW
+    )
+
+    assert verdict.code == "not_authorized"

@@ -57,7 +57,7 @@ def test_pending_message_shows_the_facts_and_the_plan_digest() -> None:
 
 def test_plan_preview_is_bounded_and_points_to_the_full_plan() -> None:
     details = "\n".join(f"line {i} " + "x" * 50 for i in range(500))
-    message = blocks.pending_message(pending_request(plan_details=details), "a", "d")
+    message = blocks.pending_message(pending_request(plan_preview=details), "a", "d")
     section = next(b for b in message.blocks if "```" in b.get("text", {}).get("text", ""))
     body = section["text"]["text"]
     code = body.split("```")[1]
@@ -70,13 +70,13 @@ def test_plan_preview_is_bounded_and_points_to_the_full_plan() -> None:
 
 
 def test_short_plan_is_shown_whole_without_a_pointer() -> None:
-    message = blocks.pending_message(pending_request(plan_details="one\ntwo"), "a", "d")
+    message = blocks.pending_message(pending_request(plan_preview="one\ntwo"), "a", "d")
     assert "```one\ntwo```" in _text(message).replace("\\n", "\n")
     assert "Preview only" not in _text(message)
 
 
 def test_requester_text_cannot_mention_the_channel_or_close_the_code_block() -> None:
-    request = pending_request(action="<!channel> deploy", plan_details="```\n<@U123> & more")
+    request = pending_request(action="<!channel> deploy", plan_preview="```\n<@U123> & more")
     text = "\n".join(_mrkdwn(blocks.pending_message(request, "a", "d").blocks))
     assert "<!channel>" not in text
     assert "&lt;!channel&gt; deploy" in text

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import TEAM_ID, FakeSlack
 
 from greenlight.adapters.slack.client import RetryPolicy, build_client
 from greenlight.adapters.slack.users import (
@@ -27,6 +27,7 @@ def _directory(
     mapping_yaml: str = "",
     strategy: EmailStrategy = EmailStrategy.EMAIL,
     tmp_path: Path | None = None,
+    domains: tuple[str, ...] = (),
 ) -> UserDirectory:
     mapping = {}
     if mapping_yaml and tmp_path is not None:
@@ -36,7 +37,11 @@ def _directory(
     client = build_client(
         slack.bot_token, slack.api_url, RetryPolicy(max_retries=1, backoff_factor=0.01)
     )
-    return UserDirectory(client, mapping, strategy)
+    return UserDirectory(client, mapping, strategy, allowed_domains=domains)
+
+
+def _localpart(slack: FakeSlack, *domains: str) -> UserDirectory:
+    return _directory(slack, strategy=EmailStrategy.EMAIL_LOCALPART, domains=domains)
 
 
 async def test_mapped_user_wins_over_email_and_keeps_groups(
@@ -59,9 +64,97 @@ async def test_confirmed_email_is_the_user_name(slack: FakeSlack) -> None:
 
 async def test_email_localpart_strategy(slack: FakeSlack) -> None:
     slack.add_user("U2", "bob@example.com")
-    assert (
-        await _directory(slack, strategy=EmailStrategy.EMAIL_LOCALPART).identity("U2")
-    ).user == "bob"
+    assert (await _localpart(slack, "example.com").identity("U2")).user == "bob"
+
+
+def test_email_localpart_without_allowed_domains_is_refused(slack: FakeSlack) -> None:
+    with pytest.raises(ValueError, match="GREENLIGHT_SLACK_ALLOWED_EMAIL_DOMAINS"):
+        _localpart(slack)
+
+
+async def test_email_localpart_refuses_an_address_of_another_domain(slack: FakeSlack) -> None:
+    """`alice@evil.example` is not `alice`."""
+    slack.add_user("U6", "alice@evil.example")
+    with pytest.raises(UnknownUser, match=r"email domain 'evil\.example' .* not one"):
+        await _localpart(slack, "example.com").identity("U6")
+
+
+async def test_allowed_domains_match_exactly_after_normalization(slack: FakeSlack) -> None:
+    slack.add_user("U7", "Alice@EXAMPLE.com")
+    slack.add_user("U8", "alice@sub.example.com")
+    slack.add_user("U9", "alice@example.com.evil.example")
+    directory = _localpart(slack, "Example.com")
+    assert (await directory.identity("U7")).user == "alice"
+    for other in ("U8", "U9"):
+        with pytest.raises(UnknownUser, match="email domain"):
+            await directory.identity(other)
+
+
+async def test_email_mapping_applies_allowed_domains_when_set(slack: FakeSlack) -> None:
+    slack.add_user("U2", "Bob@Example.com")
+    slack.add_user("U6", "bob@evil.example")
+    directory = _directory(slack, domains=("example.com",))
+    assert (await directory.identity("U2")).user == "bob@example.com"
+    with pytest.raises(UnknownUser, match="email domain"):
+        await directory.identity("U6")
+
+
+async def test_lookalike_email_name_is_refused(slack: FakeSlack) -> None:
+    slack.add_user("U5", "\N{CYRILLIC SMALL LETTER A}lice@example.com")
+    with pytest.raises(UnknownUser, match="CYRILLIC SMALL LETTER A"):
+        await _localpart(slack, "example.com").identity("U5")
+
+
+@pytest.mark.parametrize(
+    ("flags", "why"),
+    [
+        ({"is_restricted": True}, "guest"),
+        ({"is_ultra_restricted": True}, "guest"),
+        ({"team_id": "T0OTHER001"}, "another workspace"),
+        ({"is_stranger": True}, "another workspace or organization"),
+        ({"enterprise_id": "E0OTHER001"}, "another workspace or organization"),
+    ],
+    ids=["guest", "single-channel-guest", "other-workspace", "slack-connect", "other-enterprise"],
+)
+async def test_only_full_members_of_the_workspace_map_by_email(
+    slack: FakeSlack, flags: dict[str, object], why: str
+) -> None:
+    slack.add_user("U4", "alice@example.com", **flags)
+    for directory in (_directory(slack), _localpart(slack, "example.com")):
+        with pytest.raises(UnknownUser, match=why):
+            await directory.identity("U4")
+
+
+async def test_member_of_the_same_enterprise_grid_workspace_maps(slack: FakeSlack) -> None:
+    slack.enterprise_id = "E0FAKE0001"
+    slack.add_user("U4", "alice@example.com", team_id="T0HOME0001", enterprise_id="E0FAKE0001")
+    slack.users["U4"].enterprise_teams = ("T0HOME0001", TEAM_ID)
+    assert (await _localpart(slack, "example.com").identity("U4")).user == "alice"
+
+
+async def test_grid_user_of_another_enterprise_is_refused_even_in_our_team(
+    slack: FakeSlack,
+) -> None:
+    slack.enterprise_id = "E0FAKE0001"
+    slack.add_user("U4", "alice@example.com", enterprise_id="E0OTHER001")
+    with pytest.raises(UnknownUser, match="another workspace or organization"):
+        await _localpart(slack, "example.com").identity("U4")
+
+
+async def test_the_workspace_is_asked_once(slack: FakeSlack) -> None:
+    slack.add_user("U2", "bob@example.com")
+    slack.add_user("U3", "carol@example.com")
+    directory = _directory(slack)
+    await directory.identity("U2")
+    await directory.identity("U3")
+    assert len(slack.calls_to("auth.test")) == 1
+
+
+async def test_auth_test_failure_is_a_lookup_error(slack: FakeSlack) -> None:
+    slack.add_user("U2", "bob@example.com")
+    slack.fail("auth.test", error="invalid_auth")
+    with pytest.raises(UserLookupError, match=r"auth\.test"):
+        await _directory(slack).identity("U2")
 
 
 async def test_email_lookups_are_cached(slack: FakeSlack) -> None:

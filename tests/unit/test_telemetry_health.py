@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestServer
 
+from greenlight.config import Settings
 from greenlight.telemetry import health
 from greenlight.telemetry.metrics import OPERATOR_REGISTRY
 
@@ -75,7 +76,7 @@ async def vault() -> AsyncIterator[FakeVault]:
 
 
 def vault_check(vault: FakeVault, name: str) -> health.HealthCheck:
-    defaults = health.default_checks({"VAULT_ADDR": vault.url("/")})
+    defaults = health.default_checks(Settings(vault_addr=vault.url("/")))
     default = next(c for c in defaults if c.name == "vault")
     return default.model_copy(update={"name": name, "timeout_seconds": 2.0})
 
@@ -148,9 +149,10 @@ async def test_monitor_creates_every_series_then_keeps_probing_on_the_interval(
 
 
 def test_defaults_cover_github_pulumi_and_slack_and_vault_only_when_configured() -> None:
-    without_vault = {c.name: c for c in health.default_checks({})}
+    without_vault = {c.name: c for c in health.default_checks(Settings(vault_addr=""))}
     with_vault = {
-        c.name: c for c in health.default_checks({"VAULT_ADDR": "https://vault.internal:8200/"})
+        c.name: c
+        for c in health.default_checks(Settings(vault_addr="https://vault.internal:8200/"))
     }
 
     assert set(without_vault) == {"github", "pulumi", "slack"}
@@ -166,8 +168,7 @@ def test_defaults_cover_github_pulumi_and_slack_and_vault_only_when_configured()
 
 def test_slack_check_follows_the_configured_slack_api_url() -> None:
     checks = {
-        c.name: c
-        for c in health.default_checks({"GREENLIGHT_SLACK_API_URL": "http://127.0.0.1:9/api/"})
+        c.name: c for c in health.default_checks(Settings(slack_api_url="http://127.0.0.1:9/api/"))
     }
 
     assert checks["slack"].url == "http://127.0.0.1:9/api/api.test"
@@ -187,7 +188,7 @@ def test_checks_file_replaces_the_defaults(tmp_path: Path) -> None:
         "  timeout_seconds: 3\n"
     )
 
-    vault, artifactory = health.load_checks({"GREENLIGHT_HEALTH_CHECKS_FILE": str(path)})
+    vault, artifactory = health.load_checks(Settings(health_checks_file=path))
 
     assert (vault.name, vault.expected_status, vault.interval_seconds) == (
         "vault",
@@ -202,7 +203,7 @@ def test_an_empty_checks_file_disables_checking(tmp_path: Path) -> None:
     path = tmp_path / "checks.yaml"
     path.write_text("[]\n")
 
-    assert health.load_checks({"GREENLIGHT_HEALTH_CHECKS_FILE": str(path)}) == []
+    assert health.load_checks(Settings(health_checks_file=path)) == []
 
 
 @pytest.mark.parametrize(
@@ -226,5 +227,5 @@ def test_an_invalid_checks_file_is_refused_naming_the_file_and_field(
     path.write_text(content)
 
     with pytest.raises(ValueError, match=complaint) as refused:
-        health.load_checks({"GREENLIGHT_HEALTH_CHECKS_FILE": str(path)})
+        health.load_checks(Settings(health_checks_file=path))
     assert str(path) in str(refused.value)

@@ -34,6 +34,8 @@ REASONS = (
     "replayed",
     "invalid_token",
     "unknown_user",
+    "untrusted_record",
+    "unverified_request",
 )
 DECISION_BUCKETS: tuple[str, ...] = ("30.0", "60.0", "120.0", "300.0", "600.0", "1800.0")
 DECISION_BUCKETS += ("3600.0", "7200.0", "14400.0", "28800.0", "43200.0", "86400.0", "+Inf")
@@ -49,6 +51,7 @@ CONTRACT = {
     "greenlight_notification_duration_seconds": ("histogram", ("channel",)),
     "greenlight_decision_attempts_refused": ("counter", ("reason",)),
     "greenlight_audit_write_failures": ("counter", ()),
+    "greenlight_audit_chain_broken": ("gauge", ()),
     "greenlight_external_service_up": ("gauge", ("service",)),
     "greenlight_external_service_request_duration_seconds": ("histogram", ("service",)),
     "greenlight_build_info": ("gauge", ("version", "python_version")),
@@ -60,6 +63,7 @@ ZERO_SERIES: list[tuple[str, dict[str, str]]] = (
     + [("greenlight_requests_pending", {})]
     + [("greenlight_oldest_pending_request_age_seconds", {})]
     + [("greenlight_audit_write_failures_total", {})]
+    + [("greenlight_audit_chain_broken", {})]
     + [
         ("greenlight_requests_decided_total", {"outcome": o, "via": v})
         for o, v in itertools.product(OUTCOMES, VIAS)

@@ -1,31 +1,35 @@
-"""The admission webhooks: who created a request, who decided it, and nothing forged.
+"""The admission webhooks: who created a request, who decided it, who deleted it, and nothing
+forged.
 
 The API server authenticates every caller; these handlers see that identity (`userinfo`) and:
 
-- on CREATE, stamp the creator into the operator-owned annotation `greenlight.dev/requested-by`
-  (the operator copies it into `status.requestedBy`);
+- on CREATE, stamp the creator into `greenlight.dev/requested-by`, signed with the operator's
+  key and bound to the request (core/stamps.py);
 - on UPDATE with `greenlight.dev/decision` (or `/cancel`), authorize the caller (RBAC verb by
-  SubjectAccessReview, then policy), audit the attempt, and replace the request annotations by a
-  decision record keyed by the caller, or refuse with a message that says why;
-- refuse any change by anyone but the operator to operator-owned annotations and to `status`.
+  SubjectAccessReview, then policy) and replace the request annotations by the caller's signed
+  decision record, or refuse with a message that says why (refusals are audited, bounded);
+- refuse any change by anyone but the operator to Greenlight's annotations and to `status`;
+- on DELETE, note who asked (the operator audits the deletion when it sees it happen).
 
-Both webhooks are registered with failurePolicy Fail: when the operator is down, no decision
+Nothing durable is written for an allowed review: the stamp and the record live on the object
+only if the API server persists the write, and the operator audits them when it sees them.
+All webhooks are registered with failurePolicy Fail: when the operator is down, no decision
 (and no new request) can be recorded. That is the gate failing closed.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import kopf
 from opentelemetry import trace
 
-from greenlight.adapters.auditlog import AuditWriteError, request_summary
-from greenlight.adapters.decisions import DecisionRefused, audit_attempt, authorize
-from greenlight.adapters.runtime import Runtime
-from greenlight.core import lifecycle
+from greenlight.adapters.decisions import authorize, issue
+from greenlight.adapters.ledger import Ledger
+from greenlight.adapters.refusals import RefusalLog
+from greenlight.core import identity
 from greenlight.core.model import (
     ANN_CANCEL,
     ANN_DECISION,
@@ -39,13 +43,34 @@ from greenlight.core.model import (
     Identity,
     Via,
 )
+from greenlight.core.request import Request
+from greenlight.core.stamps import DecisionRecord, Stamp, Subject, plan_digest, record_key
 from greenlight.core.timefmt import now
-from greenlight.telemetry import metrics, spans
+from greenlight.kube import Kube
+from greenlight.telemetry import spans
 
 MUTATE_ID = "greenlight-admission-mutate"
 VALIDATE_ID = "greenlight-admission-validate"
 STATUS_ID = "greenlight-admission-status"
+DELETE_ID = "greenlight-admission-delete"
 DECISION_VALUES = {"approve": Action.APPROVE, "deny": Action.DENY}
+USER_ANNOTATIONS = (ANN_DECISION, ANN_REASON, ANN_CANCEL)
+
+
+@dataclass
+class AdmissionGate:
+    """What the webhook handlers need (kept in kopf's memo as `gate`)."""
+
+    kube: Kube
+    refusals: RefusalLog
+    ledger: Ledger
+    marks_key: bytes
+    operator: Identity
+    extra_operator_users: frozenset[str] = field(default_factory=frozenset)
+
+    def is_operator(self, caller: Identity) -> bool:
+        """The operator's own writes (status, decision records from chat)."""
+        return caller.user == self.operator.user or caller.user in self.extra_operator_users
 
 
 def identity_of(userinfo: Mapping[str, Any]) -> Identity:
@@ -58,6 +83,49 @@ def identity_of(userinfo: Mapping[str, Any]) -> Identity:
     )
 
 
+def check_shape(userinfo: Any, *bodies: Any) -> None:
+    """Refuse (400) a review whose caller or objects do not have the shape the API server gives
+    them, before anything reads them: a malformed review is answered, never audited."""
+    problem = _shape_problem(userinfo, bodies)
+    if problem is not None:
+        raise kopf.AdmissionError(f"malformed admission review: {problem}", code=400)
+
+
+def _shape_problem(userinfo: Any, bodies: tuple[Any, ...]) -> str | None:
+    def strings(value: Any) -> bool:
+        return isinstance(value, list | tuple) and all(isinstance(x, str) for x in value)
+
+    if not isinstance(userinfo, Mapping):
+        return "userInfo is not an object"
+    if not isinstance(userinfo.get("username", ""), str):
+        return "userInfo.username is not a string"
+    if not isinstance(userinfo.get("uid", ""), str):
+        return "userInfo.uid is not a string"
+    if not strings(userinfo.get("groups") or []):
+        return "userInfo.groups is not a list of strings"
+    extra = userinfo.get("extra") or {}
+    if not isinstance(extra, Mapping) or not all(strings(v) for v in extra.values()):
+        return "userInfo.extra is not a map of string lists"
+    for body in bodies:
+        if body is None:
+            continue
+        if not isinstance(body, Mapping):
+            return "the object is not an object"
+        for part in ("metadata", "spec", "status"):
+            if not isinstance(body.get(part) or {}, Mapping):
+                return f"{part} is not an object"
+        meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+        annotations = meta.get("annotations") or {}
+        if not isinstance(annotations, Mapping) or not all(
+            isinstance(v, str) for v in annotations.values()
+        ):
+            return "metadata.annotations is not a map of strings"
+        for part in ("plan", "requester", "policy", "notify"):
+            if not isinstance(spec.get(part) or {}, Mapping):
+                return f"spec.{part} is not an object"
+    return None
+
+
 def owned(annotations: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in annotations.items() if k.startswith(OPERATOR_OWNED_PREFIXES)}
 
@@ -66,6 +134,37 @@ def annotations_of(body: Mapping[str, Any] | None) -> dict[str, str]:
     if body is None:
         return {}
     return dict((body.get("metadata") or {}).get("annotations") or {})
+
+
+def subject_of(body: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The audit subject of a reviewed object (a new one has no uid or timestamp yet)."""
+    if body is None:
+        return None
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    status = body.get("status") or {}
+    details = (spec.get("plan") or {}).get("details")
+    return {
+        "namespace": meta.get("namespace"),
+        "name": meta.get("name") or meta.get("generateName"),
+        "uid": meta.get("uid"),
+        "planDigest": status.get("planDigest")
+        or plan_digest(details if isinstance(details, str) else ""),
+        "phase": status.get("phase"),
+        "requestedBy": status.get("requestedBy"),
+    }
+
+
+def stamp_subject(body: Mapping[str, Any]) -> Subject:
+    """What the requested-by stamp is bound to, read from the object as sent (the schema has
+    not been applied yet when the mutating webhook runs)."""
+    spec = body.get("spec") or {}
+    details = (spec.get("plan") or {}).get("details")
+    return Subject(
+        namespace=str((body.get("metadata") or {}).get("namespace", "")),
+        action=str(spec.get("action", "")),
+        target=str(spec.get("target", "")),
+        plan_digest=plan_digest(str(details or "")),
+    )
 
 
 def requested_action(annotations: Mapping[str, str]) -> Action | None:
@@ -91,7 +190,7 @@ def requested_action(annotations: Mapping[str, str]) -> Action | None:
 
 
 async def refuse(
-    runtime: Runtime,
+    gate: AdmissionGate,
     body: Mapping[str, Any] | None,
     caller: Identity,
     reason: str,
@@ -99,22 +198,15 @@ async def refuse(
     *,
     dryrun: bool,
 ) -> NoReturn:
-    """Refuse a write that is not a well-formed decision (forged, malformed, premature), and
-    audit it like any refused decision attempt. The refusal stands even when the audit record
-    cannot be written: failing closed never needs the log."""
-    metrics.refuse(reason)
+    """Refuse a write and audit the refusal (bounded, rate-limited per caller). The refusal
+    stands even when the audit record cannot be written: failing closed never needs the log."""
     if not dryrun:
-        try:
-            await runtime.audit.record(
-                "decision_attempted",
-                request=request_summary(body) if body is not None else None,
-                actor=caller.user,
-                outcome="refused",
-                reason=reason,
-                details={"message": str(error), "groups": list(caller.groups)},
-            )
-        except AuditWriteError:
-            metrics.AUDIT_WRITE_FAILURES.inc()
+        await gate.refusals.refuse(
+            caller.user,
+            reason,
+            request=subject_of(body),
+            details={"message": str(error), "groups": list(caller.groups), "via": "kubectl"},
+        )
     raise error
 
 
@@ -139,88 +231,113 @@ async def admit(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    runtime: Runtime = memo["runtime"]
+    gate: AdmissionGate = memo["gate"]
+    check_shape(userinfo, old, new)
     caller = identity_of(userinfo)
     before, after = annotations_of(old), annotations_of(new)
-    # The operator's own writes (status, kopf's bookkeeping, Slack decision records) may touch
-    # operator-owned annotations. Everything else — the requested-by stamp, decisions asked for
-    # with annotations — applies to every caller, the operator's identity included (on a local
-    # control plane a person may share it).
-    if not runtime.is_operator(caller) and owned(before) != owned(after):
+    if not gate.is_operator(caller) and owned(before) != owned(after):
         changed = sorted(set(owned(before).items()) ^ set(owned(after).items()))
         forged = kopf.AdmissionError(
             f"annotation {changed[0][0]} is written by Greenlight only; "
             f"use {ANN_DECISION}=approve|deny or {ANN_CANCEL}=true instead",
             code=403,
         )
-        await refuse(runtime, old or new, caller, "forged_annotation", forged, dryrun=dryrun)
-    if operation == "CREATE":
-        for key in (ANN_DECISION, ANN_REASON, ANN_CANCEL):
-            if key in after:
-                premature = kopf.AdmissionError(
-                    f"{key} cannot be set when the request is created; decide it afterwards",
-                    code=400,
-                )
-                await refuse(runtime, new, caller, "invalid_value", premature, dryrun=dryrun)
-        patch.metadata.annotations[ANN_REQUESTED_BY] = json.dumps(
-            {"user": caller.user, "groups": list(caller.groups)}, sort_keys=True
-        )
-        return
+        await refuse(gate, old or new, caller, "forged_annotation", forged, dryrun=dryrun)
+    if operation == "CREATE" and new is not None:
+        await _admit_create(gate, caller, new, after, patch, dryrun)
+    elif old is not None and any(before.get(k) != after.get(k) for k in USER_ANNOTATIONS):
+        await _admit_update(gate, caller, old, before, after, patch, dryrun)
 
-    if all(before.get(key) == after.get(key) for key in (ANN_DECISION, ANN_CANCEL)):
-        return  # this write asks for no decision (e.g. the operator's own status update)
+
+async def _admit_update(
+    gate: AdmissionGate,
+    caller: Identity,
+    old: Mapping[str, Any],
+    before: Mapping[str, str],
+    after: Mapping[str, str],
+    patch: kopf.Patch,
+    dryrun: bool,
+) -> None:
+    """A write that touches the decision annotations: a decision, or a refusal."""
     try:
         action = requested_action(after)
     except kopf.AdmissionError as malformed:
-        await refuse(runtime, old, caller, "invalid_value", malformed, dryrun=dryrun)
-    if action is None or old is None:
+        await refuse(gate, old, caller, "invalid_value", malformed, dryrun=dryrun)
+    # A reason counts only when this very write sets it, together with a decision.
+    reason_now = before.get(ANN_REASON) != after.get(ANN_REASON) and ANN_REASON in after
+    if action is None:
+        if reason_now:
+            alone = kopf.AdmissionError(
+                f"{ANN_REASON} is read only together with {ANN_DECISION}=deny|approve "
+                "in the same write",
+                code=400,
+            )
+            await refuse(gate, old, caller, "invalid_value", alone, dryrun=dryrun)
         return
+    reason = after.get(ANN_REASON, "").strip() if reason_now else ""
     with trace.get_tracer("greenlight.operator").start_as_current_span(
-        spans.ADMISSION, attributes={spans.ATTR_REQUEST_NAME: str(_name(old))}
+        spans.ADMISSION, attributes={spans.ATTR_REQUEST_NAME: _name(old)}
     ) as span:
-        await _admit_decision(runtime, caller, action, after, old, patch, dryrun, span)
+        await _admit_decision(gate, caller, action, reason, after, old, patch, dryrun, span)
 
 
 def _name(body: Mapping[str, Any]) -> str:
     return str((body.get("metadata") or {}).get("name", ""))
 
 
+async def _admit_create(
+    gate: AdmissionGate,
+    caller: Identity,
+    new: Mapping[str, Any],
+    after: Mapping[str, str],
+    patch: kopf.Patch,
+    dryrun: bool,
+) -> None:
+    for key in USER_ANNOTATIONS:
+        if key in after:
+            premature = kopf.AdmissionError(
+                f"{key} cannot be set when the request is created; decide it afterwards",
+                code=400,
+            )
+            await refuse(gate, new, caller, "invalid_value", premature, dryrun=dryrun)
+    stamp = Stamp(caller.user, caller.groups, now()).signed(gate.marks_key, stamp_subject(new))
+    patch.metadata.annotations[ANN_REQUESTED_BY] = stamp.to_annotation()
+
+
 async def _admit_decision(
-    runtime: Runtime,
+    gate: AdmissionGate,
     caller: Identity,
     action: Action,
+    reason: str,
     after: Mapping[str, str],
     old: Mapping[str, Any],
     patch: kopf.Patch,
     dryrun: bool,
     span: trace.Span,
 ) -> None:
-    """Authorize and audit one decision; on success swap the request for a decision record."""
-    reason = after.get(ANN_REASON, "").strip()
+    """Authorize one decision; on success swap the request annotations for a signed record."""
     at = now()
-    request = lifecycle.view(old)
-    verdict = await authorize(runtime.kube, request, caller, action, reason, at)
-    if not dryrun:
-        try:
-            await audit_attempt(runtime.audit, old, caller, action, Via.KUBECTL, verdict)
-        except DecisionRefused as exc:  # the audit log is unavailable: fail closed
-            raise kopf.AdmissionError(exc.message, code=503) from exc
+    request = Request.parse(old, gate.marks_key)
+    verdict = await authorize(
+        gate.kube,
+        request.view(),
+        caller,
+        action,
+        reason,
+        at,
+        verified=request.marks.stamp is not None,
+    )
     if not verdict.allowed:
         span.set_attribute(spans.ATTR_REFUSAL_REASON, verdict.code)
-        raise kopf.AdmissionError(verdict.message, code=403)
-    for key in (ANN_DECISION, ANN_REASON, ANN_CANCEL):
+        error = kopf.AdmissionError(verdict.message, code=403)
+        await refuse(gate, old, caller, verdict.code, error, dryrun=dryrun)
+    for key in USER_ANNOTATIONS:
         if key in after:
             patch.metadata.annotations[key] = None
-    if verdict.code != "duplicate":
-        record = lifecycle.DecisionRecord(
-            user=caller.user,
-            groups=caller.groups,
-            action=action,
-            at=at,
-            via=Via.KUBECTL,
-            reason=reason,
-        )
-        patch.metadata.annotations[lifecycle.record_key(caller.user)] = record.to_annotation()
+    # A duplicate approval is recorded too (it replaces the caller's earlier record): the
+    # operator audits it, counted once.
+    key, value = issue(gate.marks_key, request.uid, caller, action, reason, Via.KUBECTL, at)
+    patch.metadata.annotations[key] = value
 
 
 @kopf.on.validate(
@@ -229,7 +346,7 @@ async def _admit_decision(
     PLURAL,
     id=VALIDATE_ID,
     operations=["CREATE", "UPDATE"],
-    side_effects=False,
+    side_effects=True,  # refusals are audited (not on a dry run)
     ignore_failures=False,
     persistent=True,
 )
@@ -243,27 +360,51 @@ async def check_owned_annotations(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    """After mutation, a caller may have changed exactly one operator-owned annotation: their own
-    decision record (or, on CREATE, the requested-by stamp naming them). Anything else is forged."""
-    runtime: Runtime = memo["runtime"]
+    """After mutation, a caller may have changed exactly one of Greenlight's annotations: their
+    own decision record (or, on CREATE, the stamp naming them), issued by Greenlight just now.
+    Anything else is forged."""
+    gate: AdmissionGate = memo["gate"]
+    check_shape(userinfo, old, new)
     caller = identity_of(userinfo)
-    if runtime.is_operator(caller):
+    if operation == "CREATE" and new is not None:
+        # After the schema (and its CEL rules) accepted the object: what they cannot express.
+        problem = identity.on_behalf_of_problem(new.get("spec") or {})
+        if problem is not None:
+            invalid = kopf.AdmissionError(problem, code=400)
+            await refuse(gate, new, caller, "invalid_value", invalid, dryrun=dryrun)
+    if gate.is_operator(caller):
         return
     before, after = owned(annotations_of(old)), owned(annotations_of(new))
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    allowed = {lifecycle.record_key(caller.user)} if operation == "UPDATE" else {ANN_REQUESTED_BY}
-    for key in changed - allowed:
-        forged = kopf.AdmissionError(f"annotation {key} is written by Greenlight only", code=403)
-        await refuse(runtime, old or new, caller, "forged_annotation", forged, dryrun=dryrun)
-    for key in changed & allowed:
-        value = after.get(key, "")
-        try:
-            author = json.loads(value).get("user") if value else None
-        except ValueError:
-            author = None
-        if author != caller.user:
-            forged = kopf.AdmissionError(f"annotation {key} does not name the caller", code=403)
-            await refuse(runtime, old or new, caller, "forged_annotation", forged, dryrun=dryrun)
+    allowed = {record_key(caller.user)} if operation == "UPDATE" else {ANN_REQUESTED_BY}
+    for key in sorted(changed):
+        if key not in allowed or not _issued_to(gate, caller, key, after.get(key, ""), old, new):
+            forged = kopf.AdmissionError(
+                f"annotation {key} is written by Greenlight only", code=403
+            )
+            await refuse(gate, old or new, caller, "forged_annotation", forged, dryrun=dryrun)
+
+
+def _issued_to(
+    gate: AdmissionGate,
+    caller: Identity,
+    key: str,
+    value: str,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+) -> bool:
+    """Whether `value` is a mark Greenlight issued to `caller` for this object."""
+    try:
+        if key == ANN_REQUESTED_BY and new is not None:
+            stamp = Stamp.from_annotation(value)
+            return stamp.user == caller.user and stamp.valid(
+                gate.marks_key, stamp_subject(new), now()
+            )
+        record = DecisionRecord.from_annotation(value)
+    except ValueError:
+        return False
+    uid = str(((old or {}).get("metadata") or {}).get("uid", ""))
+    return record.user == caller.user and record.valid(gate.marks_key, uid)
 
 
 @kopf.on.validate(
@@ -273,7 +414,7 @@ async def check_owned_annotations(
     id=STATUS_ID,
     operations=["UPDATE"],
     subresource="status",
-    side_effects=False,
+    side_effects=True,  # refusals are audited (not on a dry run)
     ignore_failures=False,
     persistent=True,
 )
@@ -286,12 +427,41 @@ async def protect_status(
     **_: Any,
 ) -> None:
     """Only the operator writes status: the decision on record is the one it made."""
-    runtime: Runtime = memo["runtime"]
+    gate: AdmissionGate = memo["gate"]
+    check_shape(userinfo, old)
     caller = identity_of(userinfo)
-    if not runtime.is_operator(caller):
+    if not gate.is_operator(caller):
         forged = kopf.AdmissionError(
             "status of an ApprovalRequest is written by Greenlight only; "
             f"to decide, use {ANN_DECISION}=approve|deny",
             code=403,
         )
-        await refuse(runtime, old, caller, "forged_annotation", forged, dryrun=dryrun)
+        await refuse(gate, old, caller, "forged_annotation", forged, dryrun=dryrun)
+
+
+@kopf.on.validate(
+    GROUP,
+    VERSION,
+    PLURAL,
+    id=DELETE_ID,
+    operations=["DELETE"],
+    side_effects=False,
+    ignore_failures=False,
+    persistent=True,
+)
+async def note_deletion(
+    *,
+    userinfo: Mapping[str, Any],
+    old: Mapping[str, Any] | None = None,
+    dryrun: bool = False,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Remember who asked to delete a request; the operator audits the deletion once it sees
+    the object gone (a refused or failed delete leaves no record behind)."""
+    gate: AdmissionGate = memo["gate"]
+    check_shape(userinfo, old)
+    if dryrun or old is None:
+        return
+    uid = str((old.get("metadata") or {}).get("uid", ""))
+    gate.ledger.deleting(uid, identity_of(userinfo).user)

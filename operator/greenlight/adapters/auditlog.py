@@ -4,16 +4,20 @@ stdout (so Loki keeps a copy).
 Writes are serialized, deduplicated by `event_id` (a retried handler writes an event once), and
 flushed to disk with fsync before `record` returns, because the operator reports a decision only
 after its audit record is durable. The file is opened for each append, so a rotated or replaced
-file is picked up, and an unwritable one fails that write (and only that write).
+file is picked up, and an unwritable one fails that write (and only that write). One process
+writes a log: it holds an exclusive lock on `<log>.lock` for as long as the log is open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +28,16 @@ from greenlight.core import audit as chain
 from greenlight.core.timefmt import format_precise, now
 from greenlight.telemetry import spans
 
-_current: AuditLog | None = None
 _log = structlog.get_logger("greenlight.audit")
 _tracer = trace.get_tracer("greenlight.operator")
 
 
-def current() -> AuditLog:
-    """The operator's running audit log."""
-    if _current is None:
-        raise RuntimeError("the audit log is not open")
-    return _current
-
-
-def install(log: AuditLog) -> None:
-    global _current
-    _current = log
-
-
 def head_path(path: Path) -> Path:
     return path.with_name(path.name + ".head")
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -77,6 +72,22 @@ class AuditWriteError(Exception):
     """The record could not be made durable; whatever it describes must not be reported."""
 
 
+class AuditLogLocked(Exception):
+    """Another process writes this log (it holds `<log>.lock`); two writers would fork the chain."""
+
+
+class AuditChainBroken(Exception):
+    """The log does not hold what its head file or anchor says it held: records are gone."""
+
+
+class AuditLogTruncated(AuditChainBroken):
+    """The log ends before the sequence number its head file or anchor records."""
+
+
+Listener = Callable[[chain.Head], None]
+_owners: dict[str, AuditLog] = {}
+
+
 class AuditLog:
     """The operator's audit log. `record` returns once its record is on disk (fsync).
 
@@ -84,6 +95,18 @@ class AuditLog:
     made durable goes out in one write and one fsync (group commit). Each caller still waits
     for the fsync that covers its own record, so nothing is reported before it is durable,
     while a burst (a thousand expiries in one second) costs a few fsyncs instead of a thousand.
+
+    A group is durable only when every byte of it was written, fsynced, and the head file
+    replaced. When any of that fails, the file is cut back to where the group began and the
+    group fails as a whole, so the log, its head and the in-memory `seq`/`prev` stay exactly
+    as before and the next group takes the same sequence numbers: the chain verifies at every
+    moment, and nothing a caller was told failed is left in the log. Only when that cut itself
+    fails does the log hold bytes nobody was told about; it then refuses every later write
+    (until a restart repairs the tail), rather than chain after them.
+
+    A torn last line found when the log is opened (a crash in the middle of a write, which was
+    therefore never reported durable) is moved aside to `<log>.torn-<offset>` before the next
+    write, and a `chain_repaired` record says what was cut, so the chain continues intact.
     """
 
     def __init__(self, path: Path, *, key: bytes | None = None) -> None:
@@ -95,22 +118,143 @@ class AuditLog:
         self._queue: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
         self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._writer: asyncio.Task[None] | None = None
+        self._listeners: list[Listener] = []
+        self._refusal: str | None = None
+        self._torn: int | None = None  # where a torn last line starts
+        self._file_head: chain.Head | None = None
+        self._file_head_error: str | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock: int | None = self._take_lock()
         self._load()
 
+    def _take_lock(self) -> int:
+        """The writer's lock on `<log>.lock`. Within one process the newest AuditLog of a file
+        takes it over from the older one, which then refuses writes (kopf retries a failed
+        start-up handler, which opens the log again); another process gets AuditLogLocked."""
+        owned = str(self.path.resolve())
+        older = _owners.get(owned)
+        _owners[owned] = self
+        if older is not None and older._lock is not None:
+            fd, older._lock = older._lock, None
+            older._refusal = f"the audit log {self.path} was opened again in this process"
+            return fd
+        try:
+            return _lock(self.path)
+        except BaseException:
+            del _owners[owned]
+            raise
+
     def _load(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._file_head = read_head(self.path)
+        except chain.HeadError as exc:
+            self._file_head_error = str(exc)
         if not self.path.exists():
             return
-        with self.path.open(encoding="utf-8") as handle:
+        offset = 0
+        with self.path.open("rb") as handle:  # line by line: the log may be far larger than RAM
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    self._torn = offset
+                    break
+                offset += len(raw)
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                self._note_loaded(record)
+
+    def _note_loaded(self, record: object) -> None:
+        if not isinstance(record, dict):
+            return
+        self._seq = int(record.get("seq", self._seq))
+        self._prev = str(record.get("hash", self._prev))
+        if record.get("event_id"):
+            self._seen.add(str(record["event_id"]))
+
+    @property
+    def head(self) -> chain.Head:
+        """Where the durable chain ends now (MACed when the log has a key)."""
+        return chain.make_head(self._seq, self._prev, self.key)
+
+    def watch(self, listener: Listener) -> None:
+        """Call `listener(head)` after every durable group, in the event loop (must not block)."""
+        self._listeners.append(listener)
+
+    def check_against(self, anchor: chain.Head | None, *, anchor_expected: bool = False) -> None:
+        """Raise AuditChainBroken (AuditLogTruncated when records are missing) unless the log
+        holds everything its head file and `anchor` record, so no new chain starts over a cut
+        or vanished log. A head file written before heads carried a MAC is accepted only where
+        it matches the log's end exactly; it gets its MAC at the next write. With
+        `anchor_expected` (an anchor is configured but none exists) a log with records must
+        still have its head file: both gone at once is how a cut would be hidden."""
+        if self._file_head_error is not None:
+            raise AuditChainBroken(f"{head_path(self.path)}: {self._file_head_error}")
+        if anchor_expected and anchor is None and self._file_head is None and self._seq > 0:
+            raise AuditChainBroken(
+                f"{self.path} holds {self._seq} records but neither its head file nor its "
+                "anchor exists (both were deleted); the operator will not continue it until "
+                "an admin runs `greenlight audit reset`"
+            )
+        for name, where, reference in (
+            ("head file", head_path(self.path), self._file_head),
+            ("anchor", "the anchor", anchor),
+        ):
+            if reference is None:
+                continue
+            legacy = name == "head file" and reference.mac is None
+            matches_end = (reference.seq, reference.hash) == (self._seq, self._prev)
+            if (
+                self.key is not None
+                and not chain.head_is_authentic(reference, self.key)
+                and not (legacy and matches_end)
+            ):
+                raise AuditChainBroken(
+                    f"{where}: the {name}'s MAC does not match the audit key; "
+                    "it was not written by this operator"
+                )
+            if reference.seq > self._seq:
+                raise AuditLogTruncated(
+                    f"{self.path} ends at record {self._seq} but {where} records "
+                    f"{reference.seq}: records {self._seq + 1}..{reference.seq} are missing "
+                    "(the log was truncated or replaced); the operator will not start a new "
+                    "chain over it until an admin runs `greenlight audit reset`"
+                )
+            if self._hash_at(reference.seq) != reference.hash:
+                raise AuditChainBroken(
+                    f"record {reference.seq} of {self.path} does not match {where} "
+                    "(the log was replaced); the operator will not continue it until an "
+                    "admin runs `greenlight audit reset`"
+                )
+
+    def _hash_at(self, seq: int) -> str | None:
+        if seq == self._seq:
+            return self._prev
+        if seq == 0:
+            return chain.GENESIS
+        with self.path.open(encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
                     record = json.loads(line)
                 except ValueError:
                     continue
-                self._seq = int(record.get("seq", self._seq))
-                self._prev = str(record.get("hash", self._prev))
-                if record.get("event_id"):
-                    self._seen.add(str(record["event_id"]))
+                if isinstance(record, dict) and record.get("seq") == seq:
+                    return str(record.get("hash"))
+        return None
+
+    def refuse(self, reason: str) -> None:
+        """Fail every later write with `reason`, and let go of the log (so an admin can reset
+        it while this process still runs)."""
+        self._refusal = reason
+        self.close()
+
+    def close(self) -> None:
+        """Release the writer's lock; the log takes no more writes."""
+        if self._refusal is None:
+            self._refusal = f"the audit log {self.path} is closed"
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def has(self, event_id: str) -> bool:
         """Whether a record with this `event_id` is durably written."""
@@ -130,6 +274,8 @@ class AuditLog:
         """Append one record; False when `event_id` was already written. Raises AuditWriteError."""
         if event not in chain.EVENTS:
             raise ValueError(f"unknown audit event {event!r}")
+        if self._refusal is not None:
+            raise AuditWriteError(self._refusal)
         if event_id is not None:
             if event_id in self._seen:
                 return False
@@ -137,16 +283,7 @@ class AuditLog:
             if earlier is not None:
                 await asyncio.shield(earlier)  # raises when that write failed: retry later
                 return False
-        fields = {
-            "time": format_precise(now()),
-            "event": event,
-            "event_id": event_id,
-            "actor": actor,
-            "outcome": outcome,
-            "reason": reason,
-            "request": dict(request) if request is not None else None,
-            "details": dict(details or {}),
-        }
+        fields = _fields(event, actor, outcome, reason, request, details, event_id)
         written: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._queue.append((fields, written))
         if event_id is not None:
@@ -160,32 +297,126 @@ class AuditLog:
         _log.info(f"audit {event}", audit=record)
         return True
 
+    def reset(self, *, actor: str, reason: str, anchor: chain.Head | None) -> dict[str, Any]:
+        """Write a `chain_reset` record that continues the chain from what the file holds and
+        names what the head file and `anchor` recorded; an admin's explicit act (the CLI's
+        `audit reset`), after which the head (and the caller, the anchor) point at it."""
+        self._repair_torn_tail()
+        details: dict[str, Any] = {
+            "log": {"seq": self._seq, "hash": self._prev},
+            "anchor": _head_details(anchor),
+            "head_file": _head_details(self._file_head),
+        }
+        if self._file_head_error is not None:
+            details["head_file"] = {"error": self._file_head_error}
+        fields = _fields("chain_reset", actor, "reset", reason, None, details, None)
+        (record,) = self._commit([fields])
+        _log.info("audit chain_reset", audit=record)
+        return record
+
     async def _write_queued(self) -> None:
         """Write everything queued, one group (one write, one fsync) at a time, in order."""
         while self._queue:
             group, self._queue = self._queue, []
-            seq, prev = self._seq, self._prev
-            records = []
-            for fields, _ in group:
-                seq += 1
-                record = chain.seal(fields, seq=seq, prev=prev, key=self.key)
-                prev = record["hash"]
-                records.append(record)
-            text = "".join(
-                # ASCII only: no raw U+2028 or other separators that some readers split lines on.
-                json.dumps(r, sort_keys=True) + "\n"
-                for r in records
-            )
-            try:
-                await asyncio.to_thread(self._append, text, records[-1])
-            except OSError as exc:
-                error = AuditWriteError(f"cannot write audit record to {self.path}: {exc}")
+            if self._refusal is not None:
+                records: list[dict[str, Any]] | AuditWriteError = AuditWriteError(self._refusal)
+            else:
+                try:
+                    records = await asyncio.to_thread(self._commit, [f for f, _ in group])
+                except AuditWriteError as exc:
+                    records = exc
+                except Exception as exc:  # every waiting caller must get an answer
+                    records = AuditWriteError(f"cannot write audit record to {self.path}: {exc}")
+            if isinstance(records, AuditWriteError):
                 for fields, written in group:
-                    self._settle(fields, written, error=error)
+                    self._settle(fields, written, error=records)
                 continue
-            self._seq, self._prev = seq, prev
             for (fields, written), record in zip(group, records, strict=True):
                 self._settle(fields, written, record=record)
+            head = self.head
+            for listener in self._listeners:
+                listener(head)
+
+    def _commit(self, group: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Seal `group` after the chain's end and make it durable, or raise AuditWriteError with
+        the log, its head and the chain state unchanged (see the class docstring)."""
+        try:
+            self._repair_torn_tail()
+        except OSError as exc:
+            raise AuditWriteError(f"cannot repair the torn tail of {self.path}: {exc}") from exc
+        seq, prev = self._seq, self._prev
+        records = []
+        for fields in group:
+            seq += 1
+            record = chain.seal(fields, seq=seq, prev=prev, key=self.key)
+            prev = record["hash"]
+            records.append(record)
+        # ASCII only: no raw U+2028 or other separators that some readers split lines on.
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        except OSError as exc:
+            raise AuditWriteError(f"cannot write audit record to {self.path}: {exc}") from exc
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                _write_all(fd, text)
+                os.fsync(fd)
+                write_head(self.path, chain.make_head(seq, prev, self.key))
+            except OSError as exc:
+                self._roll_back(fd, start, exc)
+                raise AuditWriteError(
+                    f"cannot write audit record to {self.path}: {exc}; nothing was recorded"
+                ) from exc
+        finally:
+            os.close(fd)
+        self._seq, self._prev = seq, prev
+        return records
+
+    def _roll_back(self, fd: int, size: int, cause: OSError) -> None:
+        """Cut the file back to `size` (the group's start); when even that fails, the log holds
+        bytes no caller was told about, so it takes no more writes until a restart repairs it."""
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        except OSError as exc:
+            self._refusal = (
+                f"the audit log {self.path} could not be cut back after a failed write "
+                f"({cause}; then {exc}); restart the operator to repair its tail"
+            )
+            _log.error("audit log left with an unreported tail", error=self._refusal)
+
+    def _repair_torn_tail(self) -> None:
+        """Move a torn last line aside and record what was cut (see the class docstring)."""
+        if self._torn is None:
+            return
+        offset = self._torn
+        moved, size, digest = _save_aside(self.path, offset)
+        with self.path.open("r+b") as handle:
+            handle.truncate(offset)
+            os.fsync(handle.fileno())
+        details = {
+            "cut_at_byte": offset,
+            "cut_bytes": size,
+            "cut_sha256": digest,
+            "moved_to": moved.name,
+        }
+        fields = _fields(
+            "chain_repaired",
+            "greenlight",
+            "repaired",
+            "torn last line (a write was interrupted) cut from the log",
+            None,
+            details,
+            None,
+        )
+        self._torn = None
+        try:
+            (record,) = self._commit([fields])
+        except AuditWriteError:
+            self._torn = offset  # the cut is already saved aside; recorded at the next write
+            raise
+        _log.warning("audit chain_repaired", audit=record)
 
     def _settle(
         self,
@@ -207,22 +438,106 @@ class AuditLog:
         else:
             written.set_exception(error or AuditWriteError("audit write failed"))
 
-    def _append(self, text: str, last: Mapping[str, Any]) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+def _fields(
+    event: str,
+    actor: str,
+    outcome: str,
+    reason: str,
+    request: Mapping[str, Any] | None,
+    details: Mapping[str, Any] | None,
+    event_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "time": format_precise(now()),
+        "event": event,
+        "event_id": event_id,
+        "actor": actor,
+        "outcome": outcome,
+        "reason": reason,
+        "request": dict(request) if request is not None else None,
+        "details": dict(details or {}),
+    }
+
+
+def _head_details(head: chain.Head | None) -> dict[str, Any] | None:
+    return {"seq": head.seq, "hash": head.hash} if head is not None else None
+
+
+def _lock(path: Path) -> int:
+    """Hold `<log>.lock` exclusively (released when the process ends), or AuditLogLocked."""
+    lock = lock_path(path)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        raise AuditLogLocked(
+            f"the audit log {path} is already open for writing (pid {holder} holds "
+            f"{lock}); two writers would fork the chain: give each operator its own "
+            "GREENLIGHT_AUDIT_FILE, or stop the other one"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a full disk, a signal): go on until all is written."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[written:]
+
+
+def write_head(path: Path, head: chain.Head) -> None:
+    """Replace `<log>.head` atomically (a temporary file, fsynced, renamed over it)."""
+    target = head_path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        _write_all(fd, (json.dumps(head.to_json()) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+
+
+def _save_aside(path: Path, offset: int) -> tuple[Path, int, str]:
+    """Copy the bytes of `path` from `offset` on to a new `<log>.torn-<offset>[.n]`; return
+    that file, how many bytes it holds and their SHA-256."""
+    for attempt in range(1000):
+        suffix = f".torn-{offset}" + (f".{attempt}" if attempt else "")
+        target = path.with_name(path.name + suffix)
         try:
-            os.write(fd, text.encode("utf-8"))
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except FileExistsError:
+            continue
+        digest, size = hashlib.sha256(), 0
+        try:
+            with path.open("rb") as source:
+                source.seek(offset)
+                while chunk := source.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    _write_all(fd, chunk)
             os.fsync(fd)
         finally:
             os.close(fd)
-        head = head_path(self.path)
-        tmp = head.with_name(head.name + ".tmp")
-        tmp.write_text(json.dumps({"seq": last["seq"], "hash": last["hash"]}) + "\n")
-        os.replace(tmp, head)
+        return target, size, digest.hexdigest()
+    raise AuditWriteError(f"cannot move the torn tail of {path} aside: too many earlier ones")
 
 
 def read_head(path: Path) -> chain.Head | None:
+    """The head file beside `path`; None when there is none. Raises chain.HeadError."""
     head = head_path(path)
-    if not head.exists():
+    try:
+        text = head.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
         return None
-    data = json.loads(head.read_text())
-    return chain.Head(seq=int(data["seq"]), hash=str(data["hash"]))
+    return chain.parse_head_text(text, source=str(head))

@@ -1,10 +1,15 @@
 """The console notifier: the embedded default when no Slack is configured.
 
-It logs the request and the exact commands that decide it, and logs the outcome when the request
-is resolved. Its "delivery" cannot fail, so its reference is empty.
+For a log pipeline it logs the request and the exact commands that decide it as one structured
+line ("approval requested"), and the outcome when the request is resolved. For a person at a
+terminal (given a `stream`: `make run` on a TTY) it prints a block instead: what, where, who
+asked, the plan's first lines, when it expires, and the commands to approve or deny.
+Its "delivery" cannot fail, so its reference is empty.
 """
 
 from __future__ import annotations
+
+from typing import TextIO
 
 import structlog
 
@@ -13,13 +18,76 @@ from greenlight.core.model import RequestView
 from greenlight.core.timefmt import format_time
 
 _log = structlog.get_logger("greenlight.notify.console")
+PLAN_LINES = 10
+
+
+def commands(request: RequestView) -> dict[str, str]:
+    """The commands that decide `request`, by what they do."""
+    ns = f" -n {request.namespace}"
+    return {
+        "approve": f"greenlight approve {request.name}{ns}",
+        "deny": f"greenlight deny {request.name}{ns} --reason '<why>'",
+        "kubectl_approve": (
+            f"kubectl annotate apr {request.name}{ns} greenlight.dev/decision=approve"
+        ),
+        "kubectl_deny": (
+            f"kubectl annotate apr {request.name}{ns} greenlight.dev/decision=deny "
+            "greenlight.dev/reason='<why>'"
+        ),
+    }
+
+
+def block(request: RequestView) -> str:
+    """The request as a person reads it on a terminal."""
+    asked = request.requested_by or "(unknown)"
+    if request.on_behalf_of:
+        asked += f", on behalf of {request.on_behalf_of}"
+    if request.workflow_id:
+        asked += f" (workflow {request.workflow_id}"
+        asked += f", task {request.task_id})" if request.task_id else ")"
+    expires = format_time(request.expires_at) if request.expires_at else "never"
+    plan = request.plan_preview.splitlines()
+    shown = [f"    {line}" for line in plan[:PLAN_LINES]]
+    if len(plan) > PLAN_LINES:
+        shown.append(f"    ... ({len(plan) - PLAN_LINES} more lines)")
+    decide = commands(request)
+    approvals = request.required_approvals
+    lines = [
+        "",
+        f"== Approval requested: {request.namespace}/{request.name} ==",
+        f"  Action:    {request.action}",
+        f"  Target:    {request.target}",
+        f"  Asked by:  {asked}",
+        f"  Needs:     {approvals} approval{'s' if approvals != 1 else ''}",
+        f"  Expires:   {expires}",
+    ]
+    if request.plan_summary:
+        lines.append(f"  Summary:   {request.plan_summary}")
+    if shown:
+        lines += ["  Plan:", *shown]
+    lines += [
+        f"  Digest:    {request.plan_digest}",
+        "  Approve:   " + decide["approve"],
+        "             " + decide["kubectl_approve"],
+        "  Deny:      " + decide["deny"],
+        "             " + decide["kubectl_deny"],
+        "",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 class ConsoleNotifier:
     name = "console"
 
+    def __init__(self, stream: TextIO | None = None) -> None:
+        """With `stream`, print blocks for people to it; without, log structured lines."""
+        self._stream = stream
+
     async def notify(self, request: RequestView) -> NotificationRef:
-        ns = f" -n {request.namespace}"
+        if self._stream is not None:
+            self._stream.write(block(request))
+            self._stream.flush()
+            return NotificationRef(channel="console", ref="")
         _log.info(
             "approval requested",
             namespace=request.namespace,
@@ -31,15 +99,7 @@ class ConsoleNotifier:
             plan_digest=request.plan_digest,
             required_approvals=request.required_approvals,
             expires_at=format_time(request.expires_at) if request.expires_at else None,
-            approve=f"greenlight approve {request.name}{ns}",
-            deny=f"greenlight deny {request.name}{ns} --reason '<why>'",
-            kubectl_approve=(
-                f"kubectl annotate apr {request.name}{ns} greenlight.dev/decision=approve"
-            ),
-            kubectl_deny=(
-                f"kubectl annotate apr {request.name}{ns} greenlight.dev/decision=deny "
-                "greenlight.dev/reason='<why>'"
-            ),
+            **commands(request),
         )
         return NotificationRef(channel="console", ref="")
 

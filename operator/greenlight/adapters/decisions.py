@@ -1,25 +1,27 @@
-"""Deciding: authorize one attempt and record it, the same way for every path.
+"""Deciding: authorize one attempt and issue its decision record, the same way on every path.
 
-The kubectl path (the admission webhook) and the Slack path both call `authorize`: a
-SubjectAccessReview for the RBAC verb, then the pure policy checks. Every attempt, allowed or
-refused, is audited before its answer is given; when the audit record cannot be written, the
-attempt is refused (the gate fails closed).
+The kubectl path (the admission webhook) and the chat paths (Slack) both call `authorize`: a
+SubjectAccessReview for the RBAC verb, then the pure policy checks. A refusal is audited at once
+(bounded, adapters/refusals.py) and answered with its reason. An allowed attempt becomes a
+decision record signed with the operator's key (core/stamps.py); it is audited as allowed when
+the operator sees it persisted on the object, so a write the API server refused afterwards
+(a stale resourceVersion, a spec change in the same write) never appears as allowed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from greenlight.adapters.auditlog import AuditLog, AuditWriteError, request_summary
-from greenlight.adapters.kube import Conflict, Kube, NotFound
-from greenlight.core import lifecycle
+from greenlight.adapters.conflicts import StillConflicting, retry_on_conflict
+from greenlight.adapters.ledger import Ledger
+from greenlight.adapters.refusals import RefusalLog
 from greenlight.core.model import Action, Identity, RequestView, Via
 from greenlight.core.policy import Attempt, Verdict, judge, rbac_verb
+from greenlight.core.request import Request
+from greenlight.core.stamps import DecisionRecord, record_key
 from greenlight.core.timefmt import now
-from greenlight.telemetry import metrics
+from greenlight.kube import Kube, NotFound
 
 
 class DecisionRefused(Exception):
@@ -31,6 +33,15 @@ class DecisionRefused(Exception):
         self.message = message
 
 
+UNVERIFIED = Verdict(
+    False,
+    "unverified_request",
+    "this request was not stamped by Greenlight when it was created (no admission webhook "
+    "covered it then), so it cannot be decided; an admin can re-create it: "
+    "greenlight resubmit NAME",
+)
+
+
 async def authorize(
     kube: Kube,
     request: RequestView,
@@ -38,103 +49,102 @@ async def authorize(
     action: Action,
     reason: str,
     at: datetime,
+    *,
+    verified: bool = True,
 ) -> Verdict:
     """RBAC (SubjectAccessReview) first, then policy. Never raises for a refusal."""
+    if not verified:
+        return UNVERIFIED
     rbac_allowed = await kube.allowed(identity, rbac_verb(action), request.namespace, request.name)
     return judge(request, Attempt(identity, action, reason), rbac_allowed=rbac_allowed, now=at)
 
 
-async def audit_attempt(
-    audit: AuditLog,
-    obj: Mapping[str, Any],
+def issue(
+    key: bytes, uid: str, identity: Identity, action: Action, reason: str, via: Via, at: datetime
+) -> tuple[str, str]:
+    """The signed decision record for an allowed attempt: (annotation key, value)."""
+    record = DecisionRecord(
+        user=identity.user, groups=identity.groups, action=action, at=at, via=via, reason=reason
+    ).signed(key, uid)
+    return record_key(identity.user), record.to_annotation()
+
+
+async def refuse(
+    refusals: RefusalLog,
+    request: Request,
     identity: Identity,
     action: Action,
     via: Via,
     verdict: Verdict,
 ) -> None:
-    """Record the attempt; raise DecisionRefused when the record cannot be written."""
-    if not verdict.allowed:
-        metrics.refuse(verdict.code)
-    try:
-        await audit.record(
-            "decision_attempted",
-            request=request_summary(obj),
-            actor=identity.user,
-            outcome="allowed" if verdict.allowed else "refused",
-            reason="" if verdict.allowed else verdict.code,
-            details={
-                "action": action.value,
-                "via": via.value,
-                "message": verdict.message,
-                "groups": list(identity.groups),
-            },
-        )
-    except AuditWriteError as exc:
-        metrics.AUDIT_WRITE_FAILURES.inc()
-        raise DecisionRefused(
-            "audit_unavailable",
-            f"the decision was not recorded because the audit log is unavailable ({exc}); "
-            "try again later",
-        ) from exc
+    await refusals.refuse(
+        identity.user,
+        verdict.code,
+        request=request.subject(),
+        details={
+            "action": action.value,
+            "via": via.value,
+            "message": verdict.message,
+            "groups": list(identity.groups),
+        },
+    )
 
 
 @dataclass
 class DecisionService:
-    """The Slack path's entry point (the webhook uses `authorize` and `audit_attempt` directly)."""
+    """The chat paths' entry point (the webhook issues its records in adapters/admission.py)."""
 
     kube: Kube
-    audit: AuditLog
-    locations: dict[str, tuple[str, str]] = field(default_factory=dict)  # uid -> (ns, name)
+    refusals: RefusalLog
+    ledger: Ledger
+    marks_key: bytes
 
     async def get_request(self, namespace: str, name: str) -> RequestView:
-        return lifecycle.view(await self.kube.get(namespace, name))
+        return Request.parse(await self.kube.get(namespace, name), self.marks_key).view()
 
     async def find_request_by_uid(self, uid: str) -> RequestView | None:
-        location = self.locations.get(uid)
-        if location is not None:
-            try:
-                obj = await self.kube.get(*location)
-            except NotFound:
-                return None
-            if (obj.get("metadata") or {}).get("uid") == uid:
-                return lifecycle.view(obj)
-        for obj in await self.kube.list_all():
-            meta = obj.get("metadata") or {}
-            if meta.get("uid") == uid:
-                self.locations[uid] = (str(meta["namespace"]), str(meta["name"]))
-                return lifecycle.view(obj)
-        return None
+        """A live request by uid (chat buttons name the uid); None when it is gone or unknown."""
+        location = self.ledger.locate(uid)
+        if location is None:
+            return None
+        try:
+            request = Request.parse(await self.kube.get(*location), self.marks_key)
+        except NotFound:
+            return None
+        return request.view() if request.uid == uid else None
 
     async def submit_decision(
         self, namespace: str, name: str, identity: Identity, action: Action, reason: str, via: Via
     ) -> RequestView:
-        """Authorize, audit and record one decision; raise DecisionRefused when refused."""
-        for _ in range(5):
-            obj = await self.kube.get(namespace, name)
+        """Authorize and record one decision; raise DecisionRefused when refused."""
+
+        async def attempt() -> RequestView:
+            request = Request.parse(await self.kube.get(namespace, name), self.marks_key)
             at = now()
-            request = lifecycle.view(obj)
-            verdict = await authorize(self.kube, request, identity, action, reason, at)
-            await audit_attempt(self.audit, obj, identity, action, via, verdict)
-            if not verdict.allowed:
-                raise DecisionRefused(verdict.code, verdict.message)
-            if verdict.code == "duplicate":
-                return request
-            record = lifecycle.DecisionRecord(
-                user=identity.user,
-                groups=identity.groups,
-                action=action,
-                at=at,
-                via=via,
-                reason=reason,
+            view = request.view()
+            verdict = await authorize(
+                self.kube,
+                view,
+                identity,
+                action,
+                reason,
+                at,
+                verified=request.marks.stamp is not None,
             )
-            try:
-                updated = await self.kube.patch_annotations(
-                    namespace,
-                    name,
-                    {lifecycle.record_key(identity.user): record.to_annotation()},
-                    resource_version=str(obj["metadata"]["resourceVersion"]),
-                )
-            except Conflict:
-                continue
-            return lifecycle.view(updated)
-        raise DecisionRefused("conflict", f"{namespace}/{name} kept changing; try again")
+            if not verdict.allowed:
+                await refuse(self.refusals, request, identity, action, via, verdict)
+                raise DecisionRefused(verdict.code, verdict.message)
+            annotation, value = issue(
+                self.marks_key, request.uid, identity, action, reason, via, at
+            )
+            updated = await self.kube.patch_annotations(
+                namespace, name, {annotation: value}, resource_version=request.resource_version
+            )
+            return Request.parse(updated, self.marks_key).view()
+
+        try:
+            return await retry_on_conflict(attempt, attempts=5)
+        except StillConflicting:
+            raise DecisionRefused(
+                "conflict", f"{namespace}/{name} kept changing; try again"
+            ) from None

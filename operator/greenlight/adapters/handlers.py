@@ -1,37 +1,25 @@
-"""The kopf handlers: thin. Each one hands the object to the reconciler and maps its failures
-onto kopf's retry mechanism."""
+"""The kopf handlers: thin. Every watch event goes to the converger, which decides whether
+there is anything to do; deletes included.
+
+`on.event` rather than kopf's change-detecting handlers (create/update/resume): the reconciler is
+level-triggered and needs no diff, so kopf keeps no bookkeeping on the objects — no
+last-handled-configuration or progress annotations (which any patcher could corrupt, and which
+would copy the plan), no extra PATCH per event, and deletes arrive as DELETED events.
+"""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import kopf
 
-from greenlight.adapters import reconciler
-from greenlight.adapters.runtime import Runtime
+from greenlight.adapters.converge import Converger
 from greenlight.core.model import GROUP, PLURAL, VERSION
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile_request(
-    body: kopf.Body,
-    namespace: str | None,
-    name: str | None,
-    memo: kopf.Memo,
-    reason: str,
-    **_: Any,
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def on_request_event(
+    event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Creation, a decision annotation, or a restart: bring the status up to date."""
-    runtime: Runtime = memo["runtime"]
-    try:
-        await reconciler.reconcile(runtime, str(namespace), str(name), _plain(body), cause=reason)
-    except reconciler.RetryLater as exc:
-        raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
-
-
-def _plain(body: kopf.Body) -> dict[str, Any]:
-    """A mutable deep copy of kopf's read-only body view."""
-    return copy.deepcopy(dict(body))
+    converger: Converger = memo["converger"]
+    await converger.on_event(event.get("type"), body)

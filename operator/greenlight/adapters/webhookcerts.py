@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from greenlight.devcluster.pki import create_ca, issue_certificate
+from greenlight.pki import KeyPair, create_ca, issue_certificate, write_pair
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,7 @@ def ensure_webhook_certs(directory: Path, host: str) -> WebhookCerts:
         ip_addresses=(host,) if is_ip else (),
     )
     certs.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    certs.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    certs.key.touch(mode=0o600)
-    certs.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_pair(KeyPair(certs.cert, certs.key), cert, key)
     return certs
 
 

@@ -1,58 +1,77 @@
 """The webhook configurations the API server uses to call the operator.
 
-One webhook per admission handler (kopf serves each at `/<handler id>`): mutate and validate the
-resource, and guard its status subresource. The operator's own writes match none of them
-(`matchConditions` on the caller's user name): its status updates and bookkeeping need no
-admission, and skipping it saves two webhook round trips per write. The Helm chart renders the
-same configuration (templates/webhook.yaml); on the local control plane the operator registers it.
+They are derived from the admission handlers' own declarations (`@kopf.on.mutate` /
+`@kopf.on.validate` in `adapters/admission.py`: id, resource, subresource, operations, side
+effects, failure policy) with kopf's `build_webhooks`, so the handlers are their single source:
+one webhook per handler, served at `/<handler id>`. Greenlight adds what kopf does not declare:
+the operator's own writes match none of the webhooks (`matchConditions` on the caller's user
+name; its status updates and bookkeeping need no admission, and skipping it saves two webhook
+round trips per write), a 10 s timeout, AdmissionReview `v1` only, and namespaced scope.
+
+The Helm chart renders the same webhooks (`templates/webhook.yaml`);
+`tests/charts/test_webhook_config.py` compares them field by field. On the local control plane
+the operator registers them itself (`register`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+from typing import Any, Literal
 
+import kopf
 import kubernetes
 import structlog
+from kopf._core.engines.admission import build_webhooks
+from kopf._core.intents.causes import WebhookType
 from kubernetes.client.exceptions import ApiException
 
-from greenlight.adapters.admission import MUTATE_ID as MUTATE
-from greenlight.adapters.admission import STATUS_ID as STATUS
-from greenlight.adapters.admission import VALIDATE_ID as VALIDATE
-from greenlight.core.model import GROUP, PLURAL, VERSION
+from greenlight.adapters import admission as _handlers  # noqa: F401  (registers the handlers)
+from greenlight.core.model import GROUP, KIND, PLURAL, VERSION
 
 NAME = "greenlight.dev"
+TIMEOUT_SECONDS = 10
+_RESOURCE = kopf.Resource(
+    group=GROUP,
+    version=VERSION,
+    plural=PLURAL,
+    kind=KIND,
+    namespaced=True,
+    subresources=frozenset({"status"}),
+)
 _log = structlog.get_logger("greenlight.webhooks")
 
 
-def _webhook(
-    handler: str, base_url: str, ca: bytes, operator_user: str, resource: str, operations: list[str]
-) -> dict[str, Any]:
-    return {
-        "name": f"{handler}.{NAME}",
-        "admissionReviewVersions": ["v1"],
-        "clientConfig": {"url": f"{base_url}/{handler}", "caBundle": base64.b64encode(ca).decode()},
-        "rules": [
-            {
-                "apiGroups": [GROUP],
-                "apiVersions": [VERSION],
-                "operations": operations,
-                "resources": [resource],
-                "scope": "Namespaced",
-            }
-        ],
-        "matchConditions": [
+def webhooks(
+    kind: Literal["mutating", "validating"],
+    client_config: kopf.WebhookClientConfig,
+    operator_user: str,
+) -> list[dict[str, Any]]:
+    """The webhooks of one kind, one per registered handler of that kind, in declaration order."""
+    reason = WebhookType(kind)
+    handlers = [
+        handler
+        for handler in kopf.get_default_registry()._webhooks.get_all_handlers()
+        if handler.reason == reason
+    ]
+    built = build_webhooks(
+        handlers, resources=[_RESOURCE], name_suffix=NAME, client_config=client_config
+    )
+    for webhook in built:
+        webhook.pop("objectSelector", None)  # no handler filters on labels
+        for rule in webhook["rules"]:
+            rule["scope"] = "Namespaced"
+        webhook["admissionReviewVersions"] = ["v1"]
+        webhook["timeoutSeconds"] = TIMEOUT_SECONDS
+        webhook["matchConditions"] = [
             {
                 "name": "not-the-operator",
                 "expression": f"request.userInfo.username != {_cel_string(operator_user)}",
             }
-        ],
-        "failurePolicy": "Fail",
-        "sideEffects": "NoneOnDryRun",
-        "matchPolicy": "Equivalent",
-        "timeoutSeconds": 10,
-    }
+        ]
+        if reason == WebhookType.MUTATING:
+            webhook["reinvocationPolicy"] = "Never"
+    return built
 
 
 def _cel_string(text: str) -> str:
@@ -63,25 +82,21 @@ def configurations(
     base_url: str, ca: bytes, operator_user: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The MutatingWebhookConfiguration and ValidatingWebhookConfiguration bodies."""
+    client_config: kopf.WebhookClientConfig = {
+        "url": base_url,
+        "caBundle": base64.b64encode(ca).decode(),
+    }
     mutating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": NAME},
-        "webhooks": [
-            {
-                **_webhook(MUTATE, base_url, ca, operator_user, PLURAL, ["CREATE", "UPDATE"]),
-                "reinvocationPolicy": "Never",
-            },
-        ],
+        "webhooks": webhooks("mutating", client_config, operator_user),
     }
     validating = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": NAME},
-        "webhooks": [
-            _webhook(VALIDATE, base_url, ca, operator_user, PLURAL, ["CREATE", "UPDATE"]),
-            _webhook(STATUS, base_url, ca, operator_user, f"{PLURAL}/status", ["UPDATE"]),
-        ],
+        "webhooks": webhooks("validating", client_config, operator_user),
     }
     return mutating, validating
 

@@ -7,8 +7,10 @@ chain at that line. Two things a bare hash chain cannot see are covered too:
 
 - an attacker who rewrites the tail and recomputes every hash: each record also carries `mac`,
   an HMAC-SHA256 of its hash under the operator's audit key, which the attacker does not hold;
-- a file cut after a whole record: the writer keeps a *head* file (`<log>.head`) with the last
-  sequence number and hash, and verification compares the log's end with it.
+- a file cut after a whole record, or emptied, or deleted: the writer keeps a *head* (the last
+  sequence number and hash, MACed) in a file beside the log and in an *anchor* outside the log's
+  volume, and verification compares the log's end with them. A log checked against neither is
+  *unanchored*: its tail could have been cut, so it does not verify.
 """
 
 from __future__ import annotations
@@ -16,12 +18,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 GENESIS = "0" * 64
-EVENTS = ("requested", "notified", "decision_attempted", "decided", "expired", "cancelled")
+EVENTS = (
+    "requested",
+    "notified",
+    "decision_attempted",
+    "decided",
+    "expired",
+    "cancelled",
+    "deleted",
+    "chain_repaired",
+    "chain_reset",
+)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# Head MACs are computed over a different message than record MACs (which cover the bare hash),
+# so a record's MAC can never be presented as a head's.
+_HEAD_MAC_CONTEXT = "greenlight-audit-head"
 
 
 def canonical(record: Mapping[str, Any]) -> bytes:
@@ -41,8 +58,69 @@ def seal(fields: Mapping[str, Any], *, seq: int, prev: str, key: bytes | None) -
 
 @dataclass(frozen=True)
 class Head:
+    """Where the chain ends: the last record's `seq` and `hash` (seq 0: no record yet).
+
+    `mac` is the HMAC-SHA256 of `greenlight-audit-head:<seq>:<hash>` under the audit key, so
+    nobody without the key can move a head to where a cut log ends.
+    """
+
     seq: int
     hash: str
+    mac: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"seq": self.seq, "hash": self.hash}
+        if self.mac is not None:
+            data["mac"] = self.mac
+        return data
+
+
+class HeadError(ValueError):
+    """A head or anchor that cannot be read as one (not JSON, missing or mistyped fields)."""
+
+
+def head_mac(key: bytes, seq: int, digest: str) -> str:
+    message = f"{_HEAD_MAC_CONTEXT}:{seq}:{digest}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def make_head(seq: int, digest: str, key: bytes | None) -> Head:
+    return Head(seq, digest, head_mac(key, seq, digest) if key is not None else None)
+
+
+def head_is_authentic(head: Head, key: bytes) -> bool:
+    return head.mac is not None and hmac.compare_digest(
+        head.mac, head_mac(key, head.seq, head.hash)
+    )
+
+
+def parse_head(data: object, *, source: str = "head") -> Head:
+    """A head from its JSON form `{"seq": N, "hash": "<64 hex>", "mac": "<64 hex>"}`.
+
+    Raises HeadError naming `source` and the field that is wrong.
+    """
+    if not isinstance(data, Mapping):
+        raise HeadError(f"{source} is not a JSON object with seq and hash")
+    seq, digest, mac = data.get("seq"), data.get("hash"), data.get("mac")
+    if isinstance(seq, str) and seq.isdigit():
+        seq = int(seq)  # a ConfigMap anchor keeps every value as a string
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise HeadError(f"{source}: seq must be a whole number >= 0, not {seq!r}")
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise HeadError(f"{source}: hash must be 64 lowercase hex digits, not {digest!r}")
+    if seq == 0 and digest != GENESIS:
+        raise HeadError(f"{source}: seq 0 must carry the genesis hash (64 zeros)")
+    if mac is not None and (not isinstance(mac, str) or not _HEX64.fullmatch(mac)):
+        raise HeadError(f"{source}: mac must be 64 lowercase hex digits, not {mac!r}")
+    return Head(seq, digest, mac)
+
+
+def parse_head_text(text: str, *, source: str = "head") -> Head:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise HeadError(f"{source} is not valid JSON") from None
+    return parse_head(data, source=source)
 
 
 @dataclass(frozen=True)
@@ -52,13 +130,31 @@ class Verification:
     message: str
     bad_line: int | None = None  # 1-based line number of the first bad record
     last: Head | None = None
+    missing: int | None = None  # the first sequence number a truncated log lacks
+
+
+UNANCHORED = "unanchored: no head file or anchor to compare the log's end with"
 
 
 def verify(
-    lines: Iterable[str], *, key: bytes | None = None, head: Head | None = None
+    lines: Iterable[str],
+    *,
+    key: bytes | None = None,
+    head: Head | None = None,
+    anchor: Head | None = None,
+    require_anchor: bool = False,
 ) -> Verification:
-    """Check a whole log. The first problem found is reported with its line number."""
+    """Check a whole log. The first problem found is reported with its line number.
+
+    `head` is the head file, written after every append: the log must end exactly there.
+    `anchor` is the copy outside the volume, updated shortly after each write: the log must
+    reach it (it may have gone on since), and the record at its `seq` must have its `hash`.
+    With `key`, both must carry a valid MAC. With `require_anchor`, a log checked against
+    neither fails as unanchored.
+    """
     prev, count, last = GENESIS, 0, None
+    at_anchor: str | None = GENESIS if anchor is not None and anchor.seq == 0 else None
+    resets: list[int] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             return _bad(number, count, "empty line inside the log")
@@ -91,19 +187,37 @@ def verify(
             expected = hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
             if not hmac.compare_digest(str(record.get("mac", "")), expected):
                 return _bad(number, count, "MAC does not match the audit key (forged record)")
+        if record.get("event") == "chain_reset":
+            resets.append(seq)
         prev, count, last = digest, count + 1, Head(seq, digest)
-    if head is not None:
-        if last is None or last.seq < head.seq:
-            ends = last.seq if last else 0
+        if anchor is not None and seq == anchor.seq:
+            at_anchor = digest
+    for name, reference in (("head file", head), ("anchor", anchor)):
+        if reference is not None and key is not None and not head_is_authentic(reference, key):
+            why = "carries no MAC" if reference.mac is None else "MAC does not match the audit key"
+            return Verification(False, count, f"the {name} {why} (forged or replaced)", None, last)
+    ends = last.seq if last else 0
+    for name, reference in (("head file", head), ("anchor", anchor)):
+        if reference is not None and ends < reference.seq:
             return Verification(
                 False,
                 count,
-                f"log ends at record {ends} but the head file "
-                f"records {head.seq}: the log was truncated",
+                f"log ends at record {ends} but the {name} records {reference.seq}: "
+                f"the log was truncated (record {ends + 1} is the first one missing)",
                 count + 1,
                 last,
+                ends + 1,
             )
-        if last.seq > head.seq:
+    if anchor is not None and at_anchor != anchor.hash:
+        return Verification(
+            False,
+            count,
+            f"record {anchor.seq} does not match the anchor (the log was replaced)",
+            anchor.seq or None,
+            last,
+        )
+    if head is not None:
+        if ends > head.seq:
             return Verification(
                 False,
                 count,
@@ -112,11 +226,16 @@ def verify(
                 head.seq + 1,
                 last,
             )
-        if last.hash != head.hash:
+        if (last.hash if last else GENESIS) != head.hash:
             return Verification(
-                False, count, "last record does not match the head file", count, last
+                False, count, "last record does not match the head file", count or None, last
             )
-    return Verification(True, count, f"{count} records, chain intact", None, last)
+    if require_anchor and head is None and anchor is None:
+        return Verification(False, count, UNANCHORED, None, last)
+    message = f"{count} records, chain intact"
+    if resets:
+        message += f" (reset by an admin at record {', '.join(map(str, resets))})"
+    return Verification(True, count, message, None, last)
 
 
 def _bad(number: int, count: int, why: str) -> Verification:

@@ -87,7 +87,7 @@ class RequestView:
     task_id: str
     on_behalf_of: str
     plan_summary: str
-    plan_details: str
+    plan_preview: str  # the plan's first lines, bounded (core/request.preview)
     plan_digest: str
     requested_by: str
     expires_at: datetime | None

@@ -3,6 +3,10 @@
 RBAC answers "may this identity use the approve/deny verb here" (a SubjectAccessReview the
 adapter performs); this module answers everything else, in a fixed order, so every path refuses
 the same attempt with the same reason and message.
+
+Names are compared as `greenlight.core.identity` says: where a match grants something (the
+requester may cancel, `policy.approvers` lists you) after `canonical`; where a match takes
+something away (the self-approval ban, counting a quorum) with `same_person`, which fails closed.
 """
 
 from __future__ import annotations
@@ -10,6 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from greenlight.core.identity import (
+    ON_BEHALF_OF_FIELD,
+    canonical,
+    meaningful_text,
+    name_problem,
+    same_person,
+)
 from greenlight.core.model import Action, Identity, RequestView
 from greenlight.core.timefmt import format_time
 
@@ -46,7 +57,7 @@ def judge(request: RequestView, attempt: Attempt, *, rbac_allowed: bool, now: da
     if attempt.action is Action.CANCEL:
         # A cancel stops the action as surely as a deny, so an approver who may not decide this
         # request (outside policy.approvers) may not cancel it either; the requester always may.
-        if user in _requesters(request):
+        if any(canonical(user) == canonical(who) for who in _requesters(request)):
             return Verdict(True, "ok", f"{ref} cancelled by {user}")
         if rbac_allowed and not _in_approvers(request, attempt.identity):
             return _not_in_approvers(request, attempt.identity)
@@ -68,19 +79,17 @@ def judge(request: RequestView, attempt: Attempt, *, rbac_allowed: bool, now: da
         )
     if not _in_approvers(request, attempt.identity):
         return _not_in_approvers(request, attempt.identity)
-    if attempt.action is Action.APPROVE and user in _requesters(request):
-        return _refuse(
-            "self_approval",
-            f"user {user!r} requested {ref} and cannot approve it; another approver must "
-            "(the requester may cancel instead)",
-        )
-    if attempt.action is Action.DENY and not attempt.reason.strip():
+    if attempt.action is Action.APPROVE:
+        refusal = _self_approval(request, user)
+        if refusal is not None:
+            return refusal
+    if attempt.action is Action.DENY and not meaningful_text(attempt.reason):
         return _refuse(
             "reason_required",
             "a deny needs a reason: add greenlight.dev/reason=<why> "
             f"(or greenlight deny {request.name} --reason <why>)",
         )
-    if attempt.action is Action.APPROVE and user in request.approvals:
+    if attempt.action is Action.APPROVE and any(same_person(user, a) for a in request.approvals):
         return Verdict(True, "duplicate", f"{user} already approved {ref}; counted once")
     return Verdict(True, "ok", f"{attempt.action.value} by {user} recorded on {ref}")
 
@@ -105,14 +114,37 @@ def _already(request: RequestView) -> str:
     return f"already {decision.outcome.value} by {decision.by}"
 
 
-def _requesters(request: RequestView) -> set[str]:
-    return {who for who in (request.requested_by, request.on_behalf_of) if who}
+def _self_approval(request: RequestView, user: str) -> Verdict | None:
+    """The refusal when `user` may be the requester, or an `onBehalfOf` nobody can be told from."""
+    ref = f"{request.namespace}/{request.name}"
+    if request.on_behalf_of:
+        problem = name_problem(request.on_behalf_of, ON_BEHALF_OF_FIELD)
+        if problem is not None:
+            return _refuse(
+                "self_approval",
+                f"{ref} cannot be approved: {problem}; the self-approval ban cannot tell who "
+                "it names (deny or cancel it, and create it again)",
+            )
+    for who in _requesters(request):
+        if same_person(user, who):
+            spelled = "" if who == user else f" (as {who!r})"
+            return _refuse(
+                "self_approval",
+                f"user {user!r} requested {ref}{spelled} and cannot approve it; another "
+                "approver must (the requester may cancel instead)",
+            )
+    return None
+
+
+def _requesters(request: RequestView) -> tuple[str, ...]:
+    return tuple(who for who in (request.requested_by, request.on_behalf_of) if who)
 
 
 def _in_approvers(request: RequestView, identity: Identity) -> bool:
     if not request.approvers_users and not request.approvers_groups:
         return True
-    return identity.user in request.approvers_users or bool(
+    listed = {canonical(user) for user in request.approvers_users}
+    return canonical(identity.user) in listed or bool(
         set(identity.groups) & set(request.approvers_groups)
     )
 

@@ -3,7 +3,9 @@
 ``up`` keeps a control plane in the foreground for people who run the operator themselves.
 ``run`` is what ``make run`` calls: it uses the cluster the developer already has configured
 when it answers, otherwise starts the local control plane, installs the CRD and ClusterRoles,
-and runs ``greenlight operator`` against it until Ctrl-C.
+gives the operator its own ServiceAccount (:mod:`greenlight.devcluster.identity`), and runs
+``greenlight operator`` with that identity until Ctrl-C. It never runs the operator with the
+person's own credentials: when the identity cannot be set up, it says why and stops.
 """
 
 from __future__ import annotations
@@ -21,10 +23,17 @@ from pathlib import Path
 from types import FrameType
 
 from greenlight.devcluster.controlplane import ControlPlane, ControlPlaneError, project_root
+from greenlight.devcluster.identity import (
+    NAMESPACE,
+    IdentityError,
+    OperatorIdentity,
+    ensure_operator_identity,
+)
 from greenlight.devcluster.manifests import InstallError, install, kubectl_binary
 
 DEFAULT_DIR = Path(".greenlight") / "cluster"
 AUDIT_FILE = Path(".greenlight") / "audit.jsonl"
+IDENTITY_DIR = Path(".greenlight") / "operator"
 CRDS = Path("crds")
 CLUSTER_ROLES = Path("helm") / "greenlight" / "files" / "clusterroles.yaml"
 _PROBE_SECONDS = 3
@@ -128,23 +137,38 @@ def run(cluster_dir: Path, root: Path) -> int:
                 str(plane.kubeconfig), f"the local control plane at {plane.server}", local=True
             )
         install_greenlight(cluster.kubeconfig, root)
+        identity = _operator_identity(cluster, root)
         audit = (root / AUDIT_FILE).resolve()
         audit.parent.mkdir(parents=True, exist_ok=True)
-        print(_instructions(cluster, audit, started=plane is not None), flush=True)
-        # On the local control plane the operator has its own identity, so the person using the
-        # admin kubeconfig is attributed (and checked) like anyone else.
-        own = Path(cluster.kubeconfig).with_name("operator.kubeconfig")
-        operator_kubeconfig = str(own) if cluster.local and own.exists() else cluster.kubeconfig
-        return _run_operator(operator_kubeconfig, audit)
+        print(_instructions(cluster, identity, audit, started=plane is not None), flush=True)
+        # The local control plane presents a client certificate to webhooks: accept only it.
+        client = ControlPlane(cluster_dir).webhook_client_settings() if cluster.local else {}
+        return _run_operator(str(identity.kubeconfig), audit, client)
     finally:
         if plane is not None:
             plane.stop()
 
 
-def _instructions(cluster: Cluster, audit: Path, *, started: bool) -> str:
+def _operator_identity(cluster: Cluster, root: Path) -> OperatorIdentity:
+    """The operator's own ServiceAccount: with the person's credentials its webhooks would skip
+    every write the person makes (they match the operator's user name)."""
+    try:
+        return ensure_operator_identity(cluster.kubeconfig, root, (root / IDENTITY_DIR).resolve())
+    except IdentityError as error:
+        raise IdentityError(
+            f"{error}\nThe operator is not run with your own credentials: its admission webhooks "
+            "skip the operator's writes, so yours would go unchecked. Use credentials that may "
+            f"create a ServiceAccount in {NAMESPACE} and ClusterRoles, or install the Helm chart."
+        ) from None
+
+
+def _instructions(
+    cluster: Cluster, identity: OperatorIdentity, audit: Path, *, started: bool
+) -> str:
     stops = "the operator and the local control plane" if started else "the operator"
     text = f"""
-Greenlight's operator is starting against {cluster.description}.
+Greenlight's operator is starting against {cluster.description},
+as {identity.user} (its own ServiceAccount).
 Audit log: {audit}
 
 In another terminal:
@@ -180,9 +204,10 @@ def _operator_command() -> list[str]:
     return [found, "operator"]
 
 
-def _run_operator(kubeconfig: str, audit: Path) -> int:
+def _run_operator(kubeconfig: str, audit: Path, webhook_client: Mapping[str, str]) -> int:
     env = dict(
         os.environ,
+        **webhook_client,
         KUBECONFIG=kubeconfig,
         GREENLIGHT_WEBHOOK_MANAGE="true",
         GREENLIGHT_AUDIT_FILE=str(audit),
@@ -236,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if root is None:
             parser.error("run it from a Greenlight checkout: it installs crds/ from there")
         return run(args.dir, root)
-    except (ControlPlaneError, InstallError) as error:
+    except (ControlPlaneError, InstallError, IdentityError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -26,14 +26,14 @@ from typing import Any, Self
 
 import yaml
 
-from greenlight.devcluster.pki import (
+from greenlight.devcluster.credentials import (
     ADMIN_USER,
-    OPERATOR_USER,
+    WEBHOOK_CLIENT,
     ControlPlanePki,
-    KeyPair,
     ensure_pki,
 )
 from greenlight.devcluster.processes import ChildProcess, is_running, kill_stale_group
+from greenlight.pki import KeyPair
 
 CONTEXT_NAME = "greenlight-dev"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -131,11 +131,6 @@ class ControlPlane:
         return self.workdir / "kubeconfig"
 
     @property
-    def operator_kubeconfig(self) -> Path:
-        """Credentials for the operator itself (user greenlight-operator, system:masters)."""
-        return self.workdir / "operator.kubeconfig"
-
-    @property
     def server(self) -> str:
         if not self._port:
             raise ControlPlaneError("the control plane has not been started")
@@ -163,6 +158,14 @@ class ControlPlane:
         environment = dict(os.environ if base is None else base)
         environment["KUBECONFIG"] = str(self.kubeconfig)
         return environment
+
+    def webhook_client_settings(self) -> dict[str, str]:
+        """The operator settings that accept webhook calls from this API server only: the CA
+        of its client certificate, and the certificate's name."""
+        return {
+            "GREENLIGHT_WEBHOOK_CLIENT_CA_FILE": str(self._require_pki().ca.cert),
+            "GREENLIGHT_WEBHOOK_CLIENT_NAMES": WEBHOOK_CLIENT,
+        }
 
     def api_client(self) -> Any:
         """A ``kubernetes.client.ApiClient`` authenticated as the admin (``system:masters``)."""
@@ -338,7 +341,49 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             "--enable-priority-and-fairness=false",
             "--profiling=false",
+            f"--admission-control-config-file={self._write_admission_config(pki)}",
         ]
+
+    def _write_admission_config(self, pki: ControlPlanePki) -> Path:
+        """Admission webhooks get a client certificate from this API server, so a webhook server
+        can tell the API server's calls from anyone else's."""
+        kubeconfig = self.workdir / "webhook-client.kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "users": [
+                        {
+                            "name": "*",
+                            "user": {
+                                "client-certificate": str(pki.webhook_client.cert),
+                                "client-key": str(pki.webhook_client.key),
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        webhooks = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(kubeconfig),
+        }
+        config = self.workdir / "admission.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "apiserver.config.k8s.io/v1",
+                    "kind": "AdmissionConfiguration",
+                    "plugins": [
+                        {"name": name, "configuration": webhooks}
+                        for name in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+                    ],
+                }
+            )
+        )
+        return config
 
     def _apiserver_problem(self) -> str | None:
         status, body = self._admin_get("/readyz")
@@ -409,7 +454,6 @@ class ControlPlane:
     def _write_kubeconfig(self) -> None:
         pki = self._require_pki()
         self._write_kubeconfig_for(self.kubeconfig, ADMIN_USER, pki.admin)
-        self._write_kubeconfig_for(self.operator_kubeconfig, OPERATOR_USER, pki.operator)
 
     def _write_kubeconfig_for(self, path: Path, user: str, pair: KeyPair) -> None:
         pki = self._require_pki()

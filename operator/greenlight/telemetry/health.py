@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from pydantic import (
     field_validator,
 )
 
+from greenlight.config import Settings
 from greenlight.telemetry.metrics import EXTERNAL_SERVICE_DURATION, EXTERNAL_SERVICE_UP
 
 _log = logging.getLogger(__name__)
@@ -72,19 +72,19 @@ class HealthCheck(BaseModel):
 _CHECK_LIST = TypeAdapter(list[HealthCheck])
 
 
-def default_checks(env: Mapping[str, str] = os.environ) -> list[HealthCheck]:
+def default_checks(settings: Settings) -> list[HealthCheck]:
     """GitHub, Pulumi Cloud and Slack; Vault too when `VAULT_ADDR` is set.
 
     The Slack check follows `GREENLIGHT_SLACK_API_URL`, so it probes the Slack the operator
     actually talks to.
     """
-    slack_api = env.get("GREENLIGHT_SLACK_API_URL") or "https://slack.com/api/"
+    slack_api = settings.slack_api_url
     checks = [
         HealthCheck(name="github", url="https://www.githubstatus.com/api/v2/status.json"),
         HealthCheck(name="pulumi", url="https://api.pulumi.com/api/capabilities"),
         HealthCheck(name="slack", url=slack_api.rstrip("/") + "/api.test"),
     ]
-    vault_addr = env.get("VAULT_ADDR")
+    vault_addr = settings.vault_addr
     if vault_addr:
         checks.append(
             HealthCheck(
@@ -96,14 +96,14 @@ def default_checks(env: Mapping[str, str] = os.environ) -> list[HealthCheck]:
     return checks
 
 
-def load_checks(env: Mapping[str, str] = os.environ) -> list[HealthCheck]:
+def load_checks(settings: Settings) -> list[HealthCheck]:
     """The checks from `GREENLIGHT_HEALTH_CHECKS_FILE` when set, else `default_checks()`.
 
     Raises ValueError naming the file and the bad entry when the file is invalid.
     """
-    path = env.get(CHECKS_FILE_ENV)
-    if not path:
-        return default_checks(env)
+    path = settings.health_checks_file
+    if path is None:
+        return default_checks(settings)
     try:
         checks = _CHECK_LIST.validate_python(yaml.safe_load(Path(path).read_text()) or [])
     except (OSError, yaml.YAMLError, ValueError) as error:

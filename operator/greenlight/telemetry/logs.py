@@ -1,4 +1,8 @@
-"""Structured JSON logs: one object per line, for Greenlight and every library in the process.
+"""Structured logs: one JSON object per line, for Greenlight and every library in the process.
+
+On a terminal (stdout is a TTY, or `GREENLIGHT_LOG_FORMAT=console`) the same events render for
+people, with structlog's console renderer; anywhere else, and with `GREENLIGHT_LOG_FORMAT=json`,
+they are the JSON lines below.
 
 structlog owns the single handler on the *root* stdlib logger, so records from Greenlight
 (structlog or stdlib), kopf (including its per-object `LoggerAdapter`), aiohttp, the Kubernetes
@@ -24,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
 from opentelemetry import trace
@@ -155,17 +159,49 @@ def _shape(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return shaped
 
 
-def _formatter() -> structlog.stdlib.ProcessorFormatter:
+def _for_people(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """On a terminal: no empty fields (no workflow, no span), no span ids, kopf's object
+    reference as `namespace/name`, an audit record as its sequence, event, actor and outcome
+    (the chain's hashes and MAC are for the log pipeline's copy), access lines as the line."""
+    shown = {
+        key: value
+        for key, value in event_dict.items()
+        if value not in ("", None) and key not in _TRACE_FIELDS
+    }
+    if shown.get("logger") == "aiohttp.access":  # the message already is the access line
+        kept = ("event", "timestamp", "level", "logger")
+        return {key: shown[key] for key in kept if key in shown}
+    ref = shown.get("object")
+    if isinstance(ref, Mapping):
+        shown["object"] = f"{ref.get('namespace', '')}/{ref.get('name', '')}".lstrip("/")
+    record = shown.get("audit")
+    if isinstance(record, Mapping):
+        shown["audit"] = " ".join(
+            f"{key}={record[key]}" for key in ("seq", "event", "actor", "outcome") if key in record
+        )
+    return shown
+
+
+def _formatter(console: bool, colors: bool) -> structlog.stdlib.ProcessorFormatter:
     processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         _record_fields,
         _trace_context,
         structlog.processors.format_exc_info,
         redact,
-        _shape,
-        structlog.processors.JSONRenderer(),
     ]
+    if console:
+        processors += [_for_people, structlog.dev.ConsoleRenderer(colors=colors)]
+    else:
+        processors += [_shape, structlog.processors.JSONRenderer()]
     return structlog.stdlib.ProcessorFormatter(processors=processors)
+
+
+def for_people(stream: TextIO, log_format: Literal["auto", "json", "console"] = "auto") -> bool:
+    """Whether output on `stream` is for people: `console`, or `auto` on a terminal."""
+    if log_format == "auto":
+        return stream.isatty()
+    return log_format == "console"
 
 
 def parse_level(level: str) -> int:
@@ -177,15 +213,21 @@ def parse_level(level: str) -> int:
         raise ValueError(f"unknown log level {level!r}; use one of {allowed}") from None
 
 
-def configure(level: str = "INFO", stream: TextIO = sys.stdout) -> None:
-    """Make every log record in the process a JSON line on `stream`.
+def configure(
+    level: str = "INFO",
+    stream: TextIO = sys.stdout,
+    log_format: Literal["auto", "json", "console"] = "auto",
+) -> None:
+    """Make every log record in the process a line on `stream`: JSON, or for people when
+    `for_people(stream, log_format)`.
 
     Replaces all handlers of the root logger (including one `kopf run` may have installed)
-    with a single JSON handler, so no line is printed twice. Idempotent: call it at start-up
+    with a single handler, so no line is printed twice. Idempotent: call it at start-up
     and again from kopf's startup handler.
     """
+    console = for_people(stream, log_format)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(_formatter())
+    handler.setFormatter(_formatter(console, colors=console and stream.isatty()))
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -37,6 +37,8 @@ REFUSAL_REASONS: tuple[str, ...] = (
     "replayed",
     "invalid_token",
     "unknown_user",
+    "untrusted_record",
+    "unverified_request",
 )
 
 # How long people take to decide: from half a minute to a day.
@@ -109,6 +111,12 @@ DECISION_ATTEMPTS_REFUSED = Counter(
 AUDIT_WRITE_FAILURES = Counter(
     "greenlight_audit_write_failures_total",
     "Audit records that could not be written (the decision was then not reported).",
+    registry=OPERATOR_REGISTRY,
+)
+AUDIT_CHAIN_BROKEN = Gauge(
+    "greenlight_audit_chain_broken",
+    "1 when the audit log holds fewer records than its head file or anchor (the operator then "
+    "records and decides nothing until an admin resets the chain), else 0.",
     registry=OPERATOR_REGISTRY,
 )
 EXTERNAL_SERVICE_UP = Gauge(

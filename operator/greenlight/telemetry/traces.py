@@ -17,7 +17,6 @@ a log line, never a blocked or failed handler. `shutdown()` is bounded in time.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,6 +30,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from greenlight.config import TraceSettings
+
 _log = logging.getLogger(__name__)
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACEPARENT = "traceparent"
@@ -43,20 +44,18 @@ class _State:
     exporter: SpanExporter | None = None
 
 
-def _exporter_wanted(env: Mapping[str, str]) -> bool:
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+def _exporter_wanted(settings: TraceSettings) -> bool:
+    if settings.sdk_disabled.strip().lower() == "true":
         return False
-    names = {n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",") if n}
+    names = {n.strip().lower() for n in settings.traces_exporter.split(",") if n.strip()}
     if names:
         if names - {"otlp", "none"}:
             _log.warning(
                 "OTEL_TRACES_EXPORTER=%s: only 'otlp' and 'none' are supported",
-                env["OTEL_TRACES_EXPORTER"],
+                settings.traces_exporter,
             )
         return "otlp" in names
-    return bool(
-        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
+    return bool(settings.exporter_otlp_endpoint or settings.exporter_otlp_traces_endpoint)
 
 
 def configure(service_name: str) -> TracerProvider:
@@ -67,9 +66,10 @@ def configure(service_name: str) -> TracerProvider:
     """
     if _State.provider is not None:
         return _State.provider
-    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+    settings = TraceSettings()
+    attributes = {} if settings.service_name else {"service.name": service_name}
     provider = TracerProvider(resource=Resource.create(attributes))
-    if _exporter_wanted(os.environ):
+    if _exporter_wanted(settings):
         exporter = OTLPSpanExporter()
         provider.add_span_processor(BatchSpanProcessor(exporter))
         _State.exporter = exporter

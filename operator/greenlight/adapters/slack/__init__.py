@@ -70,11 +70,18 @@ async def start_slack(
     except (OSError, ValueError) as exc:
         raise SlackConfigError(f"GREENLIGHT_SLACK_USER_MAP_FILE: {exc}") from exc
     client = build_client(bot_token, settings.slack_api_url, retry or RetryPolicy())
+    try:
+        users = UserDirectory(
+            client,
+            user_map,
+            email_strategy,
+            allowed_domains=settings.slack_allowed_email_domains,
+        )
+    except ValueError as exc:
+        raise SlackConfigError(f"GREENLIGHT_SLACK_ALLOWED_EMAIL_DOMAINS: {exc}") from exc
     codec = TokenCodec(signing_secret)
     notifier = SlackNotifier(client, codec, settings.slack_default_channel)
-    handler = InteractionHandler(
-        client, codec, UserDirectory(client, user_map, email_strategy), decisions
-    )
+    handler = InteractionHandler(client, codec, users, decisions)
     if settings.slack_mode == "socket":
         app_token = _secret(settings.slack_app_token, "GREENLIGHT_SLACK_APP_TOKEN")
         receiver = SocketModeReceiver(handler, app_token, client)

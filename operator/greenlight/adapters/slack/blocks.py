@@ -225,8 +225,8 @@ def _facts(request: RequestView, title: str) -> list[Block]:
         summary = f"*Plan summary*\n{escape(request.plan_summary)}"
         summary = _cut(summary, _SECTION_MAX)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": summary}})
-    if request.plan_details:
-        preview, truncated = plan_preview(request.plan_details)
+    if request.plan_preview:
+        preview, truncated = plan_preview(request.plan_preview)
         code = _code(preview)
         while len(code) > PREVIEW_MAX_CHARS:  # escaping grew it: drop raw text until it fits
             preview = preview[: len(preview) - (len(code) - PREVIEW_MAX_CHARS)]

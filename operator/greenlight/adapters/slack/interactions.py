@@ -487,14 +487,12 @@ def _confirmation(request: RequestView, action: Action) -> str:
 
 
 def _summary(request: RequestView) -> dict[str, Any]:
-    """The request as audit records describe it (greenlight.adapters.auditlog.request_summary)."""
+    """The request as every audit record describes it (core.request.Request.subject)."""
     return {
         "namespace": request.namespace,
         "name": request.name,
         "uid": request.uid,
-        "phase": request.phase.value,
-        "requestedBy": request.requested_by,
         "planDigest": request.plan_digest,
-        "action": request.action,
-        "target": request.target,
+        "phase": request.phase.value,
+        "requestedBy": request.requested_by or None,
     }

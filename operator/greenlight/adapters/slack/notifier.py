@@ -14,7 +14,7 @@ replies in its thread once: the reply carries `greenlight_resolution` metadata a
 in the thread before posting, for the same reason. A message that can no longer be edited
 (deleted, channel archived) is logged and left alone: no retry could change that.
 
-Delivery metrics are counted by the caller (the reconciler) for every notifier alike.
+Delivery metrics are counted by the caller (adapters/announce.py) for every notifier alike.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Certificates and keys for the local control plane.
+"""Certificate authorities, leaf certificates and their keys, as PEM files.
 
-Everything is generated with ``cryptography`` on first start and reused afterwards, so a
-kubeconfig handed out for a persistent cluster directory stays valid across restarts. ECDSA
-P-256 keeps generation instant; kube-apiserver accepts it for serving, client and service
+One module for every certificate Greenlight makes: the admission webhook's serving certificate
+(when the operator manages its own webhook configuration) and the local control plane's PKI.
+ECDSA P-256 keeps generation instant; kube-apiserver accepts it for serving, client and service
 account keys alike.
 """
 
@@ -20,22 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-ADMIN_USER = "greenlight-admin"
-ADMIN_GROUP = "system:masters"
-# The operator's own identity on the local control plane: distinct from the person's admin, so
-# the person's requests and decisions are attributed (and checked) like anyone else's.
-OPERATOR_USER = "greenlight-operator"
-
 _VALIDITY = datetime.timedelta(days=3650)
-_APISERVER_DNS_NAMES = (
-    "localhost",
-    "kubernetes",
-    "kubernetes.default",
-    "kubernetes.default.svc",
-    "kubernetes.default.svc.cluster.local",
-)
-# 127.0.0.1 is where the server listens; 10.0.0.1 is the `kubernetes` Service's cluster IP.
-_APISERVER_IPS = ("127.0.0.1", "10.0.0.1")
 
 
 @dataclass(frozen=True)
@@ -44,74 +29,6 @@ class KeyPair:
 
     cert: Path
     key: Path
-
-
-@dataclass(frozen=True)
-class ControlPlanePki:
-    """The files kube-apiserver and its admin client need."""
-
-    ca: KeyPair
-    apiserver: KeyPair
-    admin: KeyPair
-    operator: KeyPair
-    service_account_key: Path
-    service_account_pub: Path
-
-    def files(self) -> tuple[Path, ...]:
-        return (
-            self.ca.cert,
-            self.ca.key,
-            self.apiserver.cert,
-            self.apiserver.key,
-            self.admin.cert,
-            self.admin.key,
-            self.operator.cert,
-            self.operator.key,
-            self.service_account_key,
-            self.service_account_pub,
-        )
-
-
-def ensure_pki(directory: Path) -> ControlPlanePki:
-    """Return the control plane's PKI in ``directory``, generating it when any file is missing."""
-    pki = ControlPlanePki(
-        ca=KeyPair(directory / "ca.crt", directory / "ca.key"),
-        apiserver=KeyPair(directory / "apiserver.crt", directory / "apiserver.key"),
-        admin=KeyPair(directory / "admin.crt", directory / "admin.key"),
-        operator=KeyPair(directory / "operator.crt", directory / "operator.key"),
-        service_account_key=directory / "service-account.key",
-        service_account_pub=directory / "service-account.pub",
-    )
-    if all(path.is_file() for path in pki.files()):
-        return pki
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = create_ca("greenlight-devcluster-ca")
-    _write_pair(pki.ca, ca_cert, ca_key)
-    apiserver_key, apiserver_cert = issue_certificate(
-        ca_cert,
-        ca_key,
-        common_name="kube-apiserver",
-        dns_names=_APISERVER_DNS_NAMES,
-        ip_addresses=_APISERVER_IPS,
-        server=True,
-    )
-    _write_pair(pki.apiserver, apiserver_cert, apiserver_key)
-    admin_key, admin_cert = issue_certificate(
-        ca_cert, ca_key, common_name=ADMIN_USER, organizations=(ADMIN_GROUP,), client=True
-    )
-    _write_pair(pki.admin, admin_cert, admin_key)
-    operator_key, operator_cert = issue_certificate(
-        ca_cert, ca_key, common_name=OPERATOR_USER, organizations=(ADMIN_GROUP,), client=True
-    )
-    _write_pair(pki.operator, operator_cert, operator_key)
-    sa_key = ec.generate_private_key(ec.SECP256R1())
-    _write_private(pki.service_account_key, sa_key)
-    pki.service_account_pub.write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return pki
 
 
 def create_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -203,12 +120,12 @@ def _builder(
     )
 
 
-def _write_pair(pair: KeyPair, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+def write_pair(pair: KeyPair, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(pair.key, key)
+    write_private(pair.key, key)
 
 
-def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(

@@ -1,5 +1,7 @@
-"""The Kubernetes API, as the operator and the CLI use it.
+"""The Kubernetes API, as the operator, the SDK, the CLI and the bench reach it.
 
+One place decides where the credentials come from (`load_client_config`) and how a client
+speaks TLS to the API server (`ssl_context`, for clients other than the official one).
 The official client is synchronous; the operator calls it through `asyncio.to_thread`, so one
 slow call never blocks the event loop that also serves the admission webhook.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -29,18 +32,42 @@ class NotFound(Exception):
 
 
 def load_client_config(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube)."""
+    """The credentials to use: `kubeconfig` when given; else the pod's service account when
+    running in a pod; else the default kubeconfig (`$KUBECONFIG` or `~/.kube/config`)."""
     configuration = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
-    except kubernetes.config.ConfigException:
+    if kubeconfig is None:
+        try:
+            kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+    else:
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=configuration
         )
     configuration.connection_pool_maxsize = 32
     return kubernetes.client.ApiClient(configuration)
+
+
+def ssl_context(api_client: kubernetes.client.ApiClient) -> ssl.SSLContext:
+    """The client's TLS settings (server CA, client certificate) as an `ssl.SSLContext`."""
+    configuration = api_client.configuration
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file)
+    if not configuration.verify_ssl:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def auth_headers(api_client: kubernetes.client.ApiClient) -> dict[str, str]:
+    """The `Authorization` header the client sends (a bearer token), if its credentials have one."""
+    token = api_client.configuration.api_key.get("authorization")
+    return {"Authorization": str(token)} if token else {}
 
 
 class Kube:
@@ -76,29 +103,23 @@ class Kube:
         )
         return obj
 
-    async def list_all(self) -> list[dict[str, Any]]:
-        result = await self._call(
-            "k8s list approvalrequests",
-            self.custom.list_cluster_custom_object,
-            GROUP,
-            VERSION,
-            PLURAL,
-        )
-        items: list[dict[str, Any]] = result.get("items", [])
-        return items
-
-    async def pages(self, limit: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every ApprovalRequest, `limit` at a time (bounded memory for a big cluster)."""
+    async def pages(
+        self, namespace: str | None = None, limit: int = 500
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every ApprovalRequest (in `namespace`, or in all), `limit` at a time (bounded memory
+        for a big cluster)."""
         token: str | None = None
         while True:
+            if namespace is None:
+                call: Callable[..., Any] = functools.partial(
+                    self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
+                )
+            else:
+                call = functools.partial(
+                    self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+                )
             result = await self._call(
-                "k8s list approvalrequests",
-                self.custom.list_cluster_custom_object,
-                GROUP,
-                VERSION,
-                PLURAL,
-                limit=limit,
-                _continue=token,
+                "k8s list approvalrequests", call, limit=limit, _continue=token
             )
             yield list(result.get("items", []))
             token = (result.get("metadata") or {}).get("continue") or None

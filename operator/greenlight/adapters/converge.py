@@ -1,0 +1,301 @@
+"""Bring one ApprovalRequest's status up to date: read, decide, write, then act.
+
+This is the one place that writes a request's phase. Whatever woke it (a watch event, the expiry
+clock, the start-up catch-up), it parses the object, lets the core decide
+(`lifecycle.reconcile`), makes the audit records durable, writes the status with the object's
+resourceVersion as a precondition (two writers can never both transition it), and only then
+counts and tells people (adapters/announce.py). A conflict re-reads and decides again; an audit
+failure leaves the phase as it was and is retried; nothing here decides anything itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+import kopf
+import structlog
+from opentelemetry import trace
+
+from greenlight.adapters.announce import NOTIFY_RETRY, Announcer
+from greenlight.adapters.auditlog import AuditLog, AuditWriteError
+from greenlight.adapters.conflicts import KeyedLocks, StillConflicting, retry_on_conflict
+from greenlight.adapters.expiry import ExpiryClock
+from greenlight.adapters.ledger import Ledger
+from greenlight.core import lifecycle
+from greenlight.core.model import GROUP, KIND, VERSION, Phase
+from greenlight.core.request import Request
+from greenlight.core.timefmt import now
+from greenlight.kube import Kube, NotFound
+from greenlight.telemetry import logs, metrics, spans, traces
+
+_log = structlog.get_logger("greenlight.converge")
+AUDIT_RETRY = 5.0
+CONFLICT_RETRY = 1.0
+OUTCOME_LABELS = {
+    Phase.APPROVED: "approved",
+    Phase.DENIED: "denied",
+    Phase.EXPIRED: "expired",
+    Phase.CANCELLED: "cancelled",
+}
+SPANS = {"create": spans.REQUEST_CREATE, "expiry": spans.REQUEST_EXPIRE}
+
+
+class RetryLater(Exception):
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+@dataclass
+class Converger:
+    kube: Kube
+    audit: AuditLog
+    announcer: Announcer
+    marks_key: bytes
+    ledger: Ledger = field(default_factory=Ledger)
+
+    def __post_init__(self) -> None:
+        self.clock = ExpiryClock(self._due)
+        self._locks = KeyedLocks()
+
+    async def on_event(self, kind: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event (kopf's `on.event`): deleted, or possibly something to do."""
+        meta = body.get("metadata") or {}
+        uid, version = str(meta.get("uid", "")), str(meta.get("resourceVersion", ""))
+        if kind == "DELETED":
+            await self.deleted(body)
+        elif not self.ledger.stale(uid, version):
+            await self.reconcile(str(meta["namespace"]), str(meta["name"]), body)
+
+    async def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        body: Mapping[str, Any] | None = None,
+        cause: str | None = None,
+    ) -> None:
+        """Bring one object up to date; what cannot be done now is retried by the clock."""
+        try:
+            async with self._locks.hold((namespace, name)) as contended:
+                # Someone else changed it meanwhile: read it afresh.
+                await self._reconcile(namespace, name, None if contended else body, cause)
+        except RetryLater as exc:
+            _log.warning("will retry", namespace=namespace, name=name, error=str(exc))
+            self.clock.retry(exc.delay, namespace, name)
+
+    async def _due(self, namespace: str, name: str) -> None:
+        await self.reconcile(namespace, name, None, cause="expiry")
+
+    async def _reconcile(
+        self, namespace: str, name: str, body: Mapping[str, Any] | None, cause: str | None
+    ) -> None:
+        if body is None:
+            try:
+                body = await self.kube.get(namespace, name)
+            except NotFound:
+                return
+        request = Request.parse(body, self.marks_key)
+        if cause is None:
+            cause = "create" if request.status.phase is None else "update"
+        with (
+            logs.bind_request(
+                request.spec.workflow_id, request.spec.task_id, namespace=namespace, name=name
+            ),
+            traces.request_span(
+                SPANS.get(cause, spans.REQUEST_DECIDE),
+                request.traceparent,
+                deferred=cause != "create",
+                attributes={
+                    spans.ATTR_REQUEST_NAMESPACE: namespace,
+                    spans.ATTR_REQUEST_NAME: name,
+                    spans.ATTR_WORKFLOW_ID: request.spec.workflow_id,
+                },
+            ) as span,
+        ):
+            current = await self._decide(request, body, span)
+            if current is None:
+                return
+            current, failure = await self.announcer.tell(current)
+            self.track(current)
+            if failure:
+                self.clock.retry(NOTIFY_RETRY, namespace, name)
+
+    async def _decide(
+        self, request: Request, body: Mapping[str, Any], span: trace.Span
+    ) -> Request | None:
+        """Decide and write the status; None when the object is gone."""
+        first = True
+
+        async def step() -> Request:
+            nonlocal first, request, body
+            if not first:
+                body = await self.kube.get(request.namespace, request.name)
+                request = Request.parse(body, self.marks_key)
+            first = False
+            transition = lifecycle.reconcile(request, now())
+            # Audit first, also when the status stays as it is (a late record refused on a
+            # terminal request): records are idempotent by event id.
+            await self._audit(request, body, transition)
+            if not transition.changes(request.status):
+                return request
+            written = await self.kube.patch_status(
+                request.namespace,
+                request.name,
+                transition.status.to_json(),
+                request.resource_version,
+            )
+            version = str(written["metadata"]["resourceVersion"])
+            decided = replace(request, status=transition.status, resource_version=version)
+            self._count(decided, transition, span)
+            return decided
+
+        try:
+            return await retry_on_conflict(step)
+        except NotFound:
+            return None
+        except StillConflicting as exc:
+            raise RetryLater(str(exc), CONFLICT_RETRY) from exc
+
+    async def _audit(
+        self, request: Request, body: Mapping[str, Any], transition: lifecycle.Transition
+    ) -> None:
+        subject = request.subject() | {"phase": _phase(transition)}
+        try:
+            for entry in transition.audit:
+                details = dict(entry.details)
+                if entry.event == "requested":
+                    details["spec"] = body.get("spec") or {}  # the full request, once
+                await self.audit.record(
+                    entry.event,
+                    request=subject,
+                    actor=entry.actor,
+                    outcome=entry.outcome,
+                    reason=entry.reason,
+                    details=details,
+                    event_id=entry.event_id,
+                )
+        except AuditWriteError as exc:
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            _log.error("audit write failed; the transition is held back", error=str(exc))
+            await self._hold_back(request, str(exc))
+            raise RetryLater(str(exc), AUDIT_RETRY) from exc
+
+    async def _hold_back(self, request: Request, error: str) -> None:
+        """Show the audit failure on the object (condition Audited=False); the phase stays."""
+        if request.status.phase is None:
+            return
+        status = lifecycle.audit_held_back(request.status, error, now())
+        try:
+            await self.kube.patch_status(
+                request.namespace, request.name, status.to_json(), request.resource_version
+            )
+        except Exception as exc:
+            _log.warning("could not show the audit failure on the object", error=str(exc))
+
+    def settled(self, request: Request) -> bool:
+        """Whether reconciling `request` now would do nothing: no status write, no audit record
+        not yet written, no message to send or update."""
+        status = request.status
+        if status.phase is None or lifecycle.to_announce(status) or lifecycle.to_resolve(status):
+            return False
+        if (
+            status.phase.terminal
+            and not status.notifications
+            and self.audit.has(f"{request.uid}:notified")
+        ):
+            return False
+        transition = lifecycle.reconcile(request, now())
+        return not transition.changes(status) and all(
+            self.audit.has(entry.event_id) for entry in transition.audit
+        )
+
+    def track(self, request: Request) -> None:
+        """Remember the request as it is now; arm its expiry while it is pending."""
+        self.ledger.saw(request)
+        if request.status.phase is Phase.PENDING:
+            self.clock.arm(request.expires_at.timestamp(), request.namespace, request.name)
+        else:
+            self.clock.forget(request.namespace, request.name)
+
+    async def deleted(self, body: Mapping[str, Any]) -> None:
+        """Forget a deleted request everywhere, and put its deletion on record."""
+        meta = body.get("metadata") or {}
+        uid, namespace, name = str(meta.get("uid", "")), str(meta["namespace"]), str(meta["name"])
+        deleter = self.ledger.deleter(uid)
+        self.ledger.forget(uid)
+        if self.clock.due(namespace, name) is not None:
+            self.clock.forget(namespace, name)
+        try:
+            request = Request.parse(body, self.marks_key)
+            subject = request.subject()
+        except (ValueError, KeyError):
+            subject = {"namespace": namespace, "name": name, "uid": uid}
+        try:
+            await self.audit.record(
+                "deleted",
+                request=subject,
+                actor=deleter or "unknown",
+                outcome="deleted",
+                details={
+                    "deleter": "as the admission review named the caller"
+                    if deleter
+                    else "no admission review of the delete was seen"
+                },
+                event_id=f"{uid}:deleted",
+            )
+        except AuditWriteError as exc:
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            _log.error("audit write failed for a deletion", error=str(exc), name=name)
+
+    def _count(self, request: Request, transition: lifecycle.Transition, span: trace.Span) -> None:
+        if transition.entered is Phase.PENDING:
+            metrics.REQUESTS_CREATED.inc()
+            _event(
+                request,
+                "Requested",
+                f"{request.spec.action} on {request.spec.target} awaits approval",
+            )
+        decision = request.status.decision
+        if transition.entered is None or not transition.entered.terminal or decision is None:
+            return
+        if transition.entered is Phase.CANCELLED:
+            span.update_name(spans.REQUEST_CANCEL)
+        span.set_attribute(spans.ATTR_OUTCOME, decision.outcome.value)
+        span.set_attribute(spans.ATTR_VIA, decision.via.value)
+        metrics.observe_decision(
+            OUTCOME_LABELS[transition.entered],
+            decision.via.value,
+            (decision.at - request.created).total_seconds(),
+            traces.trace_id_of(request.traceparent or None),
+        )
+        message = f"{decision.outcome.value} by {decision.by} via {decision.via.value}"
+        if decision.reason:
+            message += f": {decision.reason}"
+        _event(request, decision.outcome.value, message)
+        _log.info(
+            "request resolved",
+            namespace=request.namespace,
+            name=request.name,
+            outcome=decision.outcome.value,
+            by=decision.by,
+            via=decision.via.value,
+        )
+
+
+def _phase(transition: lifecycle.Transition) -> str | None:
+    return transition.status.phase.value if transition.status.phase else None
+
+
+def _event(request: Request, reason: str, message: str) -> None:
+    """A Kubernetes Event on the object (kopf posts it in the background).
+
+    `kopf.event`, not `kopf.info`: the operator raises kopf's posting level to keep kopf's own
+    log chatter out of Events, and `kopf.info` obeys that level, so these would be dropped."""
+    ref = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"namespace": request.namespace, "name": request.name, "uid": request.uid},
+    }
+    kopf.event(kopf.Body(cast(kopf.RawBody, ref)), type="Normal", reason=reason, message=message)

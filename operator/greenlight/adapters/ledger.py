@@ -1,0 +1,77 @@
+"""What the operator remembers about each live request, and forgets when it is deleted.
+
+Keyed by uid, small and bounded by the number of live requests (no bodies, no plans):
+
+- where it is (namespace, name), so that a chat button, which names a uid, finds its request;
+- when it was created, while it is pending: the pending gauges
+  (`greenlight_requests_pending`, `greenlight_oldest_pending_request_age_seconds`);
+- who asked to delete it, as the admission webhook saw the DELETE (for the `deleted` record);
+- the resourceVersion the operator last reconciled or wrote, so that a watch event that is not
+  newer (the echo of its own status write, a late event, kopf's initial listing after the
+  start-up catch-up) costs nothing. resourceVersions are compared as integers, as etcd issues
+  them; a version that is not one is never taken as stale.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from greenlight.core.model import Phase
+from greenlight.core.request import Request
+from greenlight.telemetry import metrics
+
+
+def _version(resource_version: str) -> int | None:
+    return int(resource_version) if resource_version.isdigit() else None
+
+
+@dataclass
+class Ledger:
+    where: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _pending: dict[str, float] = field(default_factory=dict)
+    _versions: dict[str, int] = field(default_factory=dict)
+    _deleters: dict[str, str] = field(default_factory=dict)
+
+    def saw(self, request: Request) -> None:
+        """Remember `request` as reconciled at its resourceVersion, with its current status."""
+        self.where[request.uid] = (request.namespace, request.name)
+        version = _version(request.resource_version)
+        if version is not None and version > self._versions.get(request.uid, -1):
+            self._versions[request.uid] = version
+        if request.status.phase is Phase.PENDING:
+            self._pending[request.uid] = request.created.timestamp()
+        else:
+            self._pending.pop(request.uid, None)
+        metrics.REQUESTS_PENDING.set(len(self._pending))
+
+    def stale(self, uid: str, resource_version: str) -> bool:
+        """Whether an event at `resource_version` is no newer than what was reconciled."""
+        version = _version(resource_version)
+        known = self._versions.get(uid)
+        return version is not None and known is not None and version <= known
+
+    def deleting(self, uid: str, user: str) -> None:
+        """The admission webhook saw `user` ask to delete `uid` (kept for live requests only)."""
+        if uid in self.where:
+            self._deleters[uid] = user
+
+    def deleter(self, uid: str) -> str:
+        return self._deleters.get(uid, "")
+
+    def forget(self, uid: str) -> None:
+        self._deleters.pop(uid, None)
+        self.where.pop(uid, None)
+        self._versions.pop(uid, None)
+        self._pending.pop(uid, None)
+        metrics.REQUESTS_PENDING.set(len(self._pending))
+
+    def locate(self, uid: str) -> tuple[str, str] | None:
+        return self.where.get(uid)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def oldest_age(self) -> float:
+        return time.time() - min(self._pending.values()) if self._pending else 0.0

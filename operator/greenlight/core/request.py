@@ -1,0 +1,377 @@
+"""One ApprovalRequest as typed, frozen data: parsed once at the edge, written back once.
+
+`Request.parse` reads an object as the API server returns it; the core decides on a `Request`
+and returns a new `Status`; `Status.to_json` is what the operator writes. Nothing after the edge
+indexes a status by string, and nothing keeps the plan: the request carries its digest and a
+bounded preview for people, never the whole plan text.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from greenlight.core.durations import DEFAULT_TIMEOUT, parse_timeout
+from greenlight.core.model import (
+    ANN_REQUESTED_BY,
+    ANN_TRACEPARENT,
+    DECISION_RECORD_PREFIX,
+    Decision,
+    Phase,
+    RequestView,
+    Via,
+)
+from greenlight.core.stamps import DecisionRecord, Stamp, Subject, plan_digest
+from greenlight.core.timefmt import format_time, parse_time
+
+EMPTY_DIGEST = plan_digest("")
+DEFAULT_DURATION = parse_timeout(DEFAULT_TIMEOUT)
+PREVIEW_LINES = 20
+PREVIEW_CHARS = 4096
+
+
+class ConditionType(enum.StrEnum):
+    NOTIFIED = "Notified"
+    DECIDED = "Decided"
+    AUDITED = "Audited"
+    VERIFIED = "Verified"
+
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class NotificationState(enum.StrEnum):
+    SENT = "sent"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: ConditionType
+    status: ConditionStatus
+    reason: str
+    message: str
+    since: datetime  # lastTransitionTime
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "type": self.type.value,
+            "status": self.status.value,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": format_time(self.since),
+        }
+
+
+@dataclass(frozen=True)
+class Approval:
+    user: str
+    at: datetime
+    via: Via
+    reason: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "user": self.user,
+            "at": format_time(self.at),
+            "via": self.via.value,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Notification:
+    channel: str
+    ref: str
+    state: NotificationState
+    at: datetime
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "channel": self.channel,
+            "ref": self.ref,
+            "state": self.state.value,
+            "at": format_time(self.at),
+        }
+
+
+@dataclass(frozen=True)
+class Status:
+    """`status` of an ApprovalRequest. An empty phase means "not handled yet"."""
+
+    phase: Phase | None = None
+    requested_by: str = ""
+    expires_at: datetime | None = None
+    plan_digest: str = ""
+    approvals: tuple[Approval, ...] = ()
+    decision: Decision | None = None
+    notifications: tuple[Notification, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+
+    def condition(self, kind: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type is kind), None)
+
+    def with_condition(
+        self, kind: ConditionType, state: ConditionStatus, reason: str, message: str, now: datetime
+    ) -> Status:
+        """Set one condition, keeping lastTransitionTime when its status did not flip."""
+        old = self.condition(kind)
+        since = old.since if old is not None and old.status is state else now
+        new = Condition(kind, state, reason, message, since)
+        if old is None:
+            return replace(self, conditions=(*self.conditions, new))
+        return replace(self, conditions=tuple(new if c is old else c for c in self.conditions))
+
+    def to_json(self) -> dict[str, Any]:
+        if self.phase is None:
+            return {}
+        data: dict[str, Any] = {
+            "phase": self.phase.value,
+            "requestedBy": self.requested_by,
+            "expiresAt": format_time(self.expires_at) if self.expires_at else "",
+            "planDigest": self.plan_digest,
+            "approvals": [a.to_json() for a in self.approvals],
+            "notifications": [n.to_json() for n in self.notifications],
+            "conditions": [c.to_json() for c in self.conditions],
+        }
+        if self.decision is not None:
+            d = self.decision
+            data["decision"] = {
+                "outcome": d.outcome.value,
+                "by": d.by,
+                "at": format_time(d.at),
+                "via": d.via.value,
+                "reason": d.reason,
+            }
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Status:
+        """Parse a status written by Greenlight (only the operator may write status)."""
+        if not data.get("phase"):
+            return cls()
+        decision = data.get("decision")
+        return cls(
+            phase=Phase(data["phase"]),
+            requested_by=str(data.get("requestedBy") or ""),
+            expires_at=parse_time(data["expiresAt"]) if data.get("expiresAt") else None,
+            plan_digest=str(data.get("planDigest") or ""),
+            approvals=tuple(
+                Approval(
+                    str(a["user"]), parse_time(a["at"]), Via(a["via"]), str(a.get("reason") or "")
+                )
+                for a in data.get("approvals") or ()
+            ),
+            decision=Decision(
+                outcome=Phase(decision["outcome"]),
+                by=str(decision.get("by", "")),
+                at=parse_time(decision["at"]),
+                via=Via(decision.get("via", Via.KUBECTL.value)),
+                reason=str(decision.get("reason") or ""),
+            )
+            if decision
+            else None,
+            notifications=tuple(
+                Notification(
+                    str(n["channel"]),
+                    str(n.get("ref") or ""),
+                    NotificationState(n.get("state", "sent")),
+                    parse_time(n["at"]),
+                )
+                for n in data.get("notifications") or ()
+            ),
+            conditions=tuple(
+                Condition(
+                    ConditionType(c["type"]),
+                    ConditionStatus(c["status"]),
+                    str(c.get("reason") or ""),
+                    str(c.get("message") or ""),
+                    parse_time(c["lastTransitionTime"]),
+                )
+                for c in data.get("conditions") or ()
+                if c.get("type") in ConditionType._value2member_map_
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the requester asked for (immutable after creation). The plan is kept as its digest
+    and a bounded preview."""
+
+    action: str
+    target: str
+    workflow_id: str
+    task_id: str = ""
+    on_behalf_of: str = ""
+    plan_summary: str = ""
+    plan_preview: str = ""
+    plan_digest: str = EMPTY_DIGEST
+    timeout: timedelta = DEFAULT_DURATION
+    required_approvals: int = 1
+    approvers_users: tuple[str, ...] = ()
+    approvers_groups: tuple[str, ...] = ()
+    slack_channel: str = ""
+
+    @classmethod
+    def from_json(cls, spec: Mapping[str, Any]) -> Spec:
+        requester = spec.get("requester") or {}
+        plan = spec.get("plan") or {}
+        policy = spec.get("policy") or {}
+        approvers = policy.get("approvers") or {}
+        details = str(plan.get("details") or "")
+        return cls(
+            action=str(spec.get("action", "")),
+            target=str(spec.get("target", "")),
+            workflow_id=str(requester.get("workflowId", "")),
+            task_id=str(requester.get("taskId", "")),
+            on_behalf_of=str(requester.get("onBehalfOf", "")),
+            plan_summary=str(plan.get("summary") or ""),
+            plan_preview=preview(details),
+            plan_digest=plan_digest(details),
+            timeout=parse_timeout(str(spec.get("timeout") or DEFAULT_TIMEOUT)),
+            required_approvals=int(policy.get("requiredApprovals", 1)),
+            approvers_users=tuple(str(u) for u in approvers.get("users") or ()),
+            approvers_groups=tuple(str(g) for g in approvers.get("groups") or ()),
+            slack_channel=str(((spec.get("notify") or {}).get("slack") or {}).get("channel", "")),
+        )
+
+
+def preview(details: str) -> str:
+    """The first lines of a plan, bounded in lines and characters ("…" marks a cut)."""
+    head = details[: PREVIEW_CHARS + 1]
+    lines = head.splitlines()
+    cut = len(lines) > PREVIEW_LINES or len(details) > PREVIEW_CHARS
+    text = "\n".join(lines[:PREVIEW_LINES])[:PREVIEW_CHARS]
+    return text + "\n…" if cut else text
+
+
+@dataclass(frozen=True)
+class Marks:
+    """Greenlight's annotations on the object, each checked against the operator's key."""
+
+    stamp: Stamp | None  # None: absent, malformed or not issued by Greenlight
+    records: tuple[DecisionRecord, ...]  # valid records, oldest first
+    untrusted: tuple[str, ...]  # annotation keys holding records Greenlight did not issue
+
+
+@dataclass(frozen=True)
+class Request:
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    created: datetime
+    spec: Spec
+    status: Status
+    marks: Marks
+    traceparent: str = ""
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.status.expires_at or self.created + self.spec.timeout
+
+    @property
+    def requested_by(self) -> str:
+        return self.status.requested_by or (self.marks.stamp.user if self.marks.stamp else "")
+
+    def subject(self) -> dict[str, Any]:
+        """What an audit record says it is about: one shape on every path (DESIGN §4)."""
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+            "planDigest": self.status.plan_digest or self.spec.plan_digest,
+            "phase": self.status.phase.value if self.status.phase else None,
+            "requestedBy": self.requested_by or None,
+        }
+
+    def view(self, status: Status | None = None) -> RequestView:
+        """What policy checks and notifiers read, for this request with `status`."""
+        status = status or self.status
+        spec = self.spec
+        return RequestView(
+            namespace=self.namespace,
+            name=self.name,
+            uid=self.uid,
+            action=spec.action,
+            target=spec.target,
+            workflow_id=spec.workflow_id,
+            task_id=spec.task_id,
+            on_behalf_of=spec.on_behalf_of,
+            plan_summary=spec.plan_summary,
+            plan_preview=spec.plan_preview,
+            plan_digest=status.plan_digest or spec.plan_digest,
+            requested_by=status.requested_by or self.requested_by,
+            expires_at=status.expires_at or self.expires_at,
+            phase=status.phase or Phase.PENDING,
+            required_approvals=spec.required_approvals,
+            approvers_users=spec.approvers_users,
+            approvers_groups=spec.approvers_groups,
+            slack_channel=spec.slack_channel,
+            approvals=tuple(a.user for a in status.approvals),
+            decision=status.decision,
+        )
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any], key: bytes) -> Request:
+        """Read an object; `key` checks Greenlight's marks. Raises ValueError on a body that the
+        CRD's schema would not have admitted."""
+        meta = obj.get("metadata") or {}
+        annotations: Mapping[str, str] = meta.get("annotations") or {}
+        spec = Spec.from_json(obj.get("spec") or {})
+        namespace = str(meta.get("namespace", ""))
+        created = parse_time(str(meta["creationTimestamp"]))
+        uid = str(meta.get("uid", ""))
+        return cls(
+            namespace=namespace,
+            name=str(meta.get("name", "")),
+            uid=uid,
+            resource_version=str(meta.get("resourceVersion", "")),
+            created=created,
+            spec=spec,
+            status=Status.from_json(obj.get("status") or {}),
+            marks=_marks(
+                annotations,
+                key,
+                uid,
+                created,
+                Subject(namespace, spec.action, spec.target, spec.plan_digest),
+            ),
+            traceparent=str(annotations.get(ANN_TRACEPARENT, "")),
+        )
+
+
+def _marks(
+    annotations: Mapping[str, str], key: bytes, uid: str, created: datetime, subject: Subject
+) -> Marks:
+    stamp: Stamp | None = None
+    raw = annotations.get(ANN_REQUESTED_BY)
+    if raw:
+        try:
+            parsed = Stamp.from_annotation(raw)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.valid(key, subject, created):
+            stamp = parsed
+    records, untrusted = [], []
+    for name, value in annotations.items():
+        if not name.startswith(DECISION_RECORD_PREFIX):
+            continue
+        try:
+            record = DecisionRecord.from_annotation(value)
+        except ValueError:
+            untrusted.append(name)
+            continue
+        if record.valid(key, uid):
+            records.append(record)
+        else:
+            untrusted.append(name)
+    records.sort(key=lambda r: (r.at, r.user))
+    return Marks(stamp, tuple(records), tuple(sorted(untrusted)))

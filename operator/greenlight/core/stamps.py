@@ -1,0 +1,185 @@
+"""Greenlight's marks on an object: the requested-by stamp and the decision records.
+
+Both are annotations that only Greenlight writes: the admission webhook, after the API server
+authenticated the caller, and the operator itself (decisions from chat). Each carries a MAC under
+a key only the operator holds, bound to what it is about, so that a stamp or a record written
+while no webhook covered the object (a namespace added to the watch list later, an upgrade, a
+planted annotation) is recognised as not issued by Greenlight and never decided on.
+
+- A stamp names the creator and is bound to the namespace, action, target and plan of the request
+  and to the moment it was issued, which must lie within `STAMP_SKEW` of the object's
+  `creationTimestamp` (the uid and the generated name do not exist yet when it is issued).
+- A decision record names one user's decision and is bound to the object's uid, so a record
+  copied onto another object (or onto a recreated one with the same name) is not valid there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from greenlight.core.model import DECISION_RECORD_PREFIX, Action, Identity, Via
+from greenlight.core.timefmt import format_precise, parse_time
+
+STAMP_SKEW = timedelta(seconds=60)
+_RECORD_DOMAIN = b"greenlight/decision-record/v1"
+_STAMP_DOMAIN = b"greenlight/requested-by/v1"
+
+
+def derive_key(secret: bytes) -> bytes:
+    """The MAC key for stamps and records, derived from the operator's secret (the audit key)."""
+    return hmac.new(secret, b"greenlight/marks/v1", hashlib.sha256).digest()
+
+
+def _mac(key: bytes, domain: bytes, payload: Mapping[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hmac.new(key, domain + b"\n" + text.encode(), hashlib.sha256).hexdigest()
+
+
+def record_key(user: str) -> str:
+    """The annotation key holding `user`'s decision (user names may hold characters keys can't)."""
+    return DECISION_RECORD_PREFIX + hashlib.sha256(user.encode("utf-8")).hexdigest()[:40]
+
+
+def plan_digest(details: str) -> str:
+    return "sha256:" + hashlib.sha256(details.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One authenticated, authorized decision, as stored on the object."""
+
+    user: str
+    action: Action
+    at: datetime
+    via: Via
+    reason: str = ""
+    groups: tuple[str, ...] = ()
+    mac: str = field(default="", compare=False)
+
+    def _payload(self, uid: str) -> dict[str, Any]:
+        return {
+            "uid": uid,
+            "user": self.user,
+            "groups": list(self.groups),
+            "action": self.action.value,
+            "reason": self.reason,
+            "at": format_precise(self.at),
+            "via": self.via.value,
+        }
+
+    def signed(self, key: bytes, uid: str) -> DecisionRecord:
+        return DecisionRecord(
+            self.user,
+            self.action,
+            self.at,
+            self.via,
+            self.reason,
+            self.groups,
+            _mac(key, _RECORD_DOMAIN, self._payload(uid)),
+        )
+
+    def valid(self, key: bytes, uid: str) -> bool:
+        expected = _mac(key, _RECORD_DOMAIN, self._payload(uid))
+        return bool(self.mac) and hmac.compare_digest(self.mac, expected)
+
+    def to_annotation(self) -> str:
+        payload = self._payload("")
+        del payload["uid"]
+        payload["mac"] = self.mac
+        return json.dumps(payload, sort_keys=True)
+
+    @classmethod
+    def from_annotation(cls, text: str) -> DecisionRecord:
+        try:
+            data = json.loads(text)
+            return cls(
+                user=str(data["user"]),
+                groups=tuple(str(g) for g in data.get("groups", ())),
+                action=Action(data["action"]),
+                reason=str(data.get("reason", "")),
+                at=parse_time(str(data["at"])),
+                via=Via(data["via"]),
+                mac=str(data.get("mac", "")),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"malformed decision record: {exc}") from exc
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(user=self.user, groups=self.groups)
+
+    @property
+    def key(self) -> str:
+        """Unique per attempt: the user and the moment (microseconds)."""
+        return f"{self.user}@{format_precise(self.at)}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a stamp is bound to: the parts of a request that say what would be done, where."""
+
+    namespace: str
+    action: str
+    target: str
+    plan_digest: str
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """Who created the request, as the webhook saw them."""
+
+    user: str
+    groups: tuple[str, ...]
+    at: datetime
+    mac: str = field(default="", compare=False)
+
+    def _payload(self, subject: Subject) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "groups": list(self.groups),
+            "at": format_precise(self.at),
+            "namespace": subject.namespace,
+            "action": subject.action,
+            "target": subject.target,
+            "planDigest": subject.plan_digest,
+        }
+
+    def signed(self, key: bytes, subject: Subject) -> Stamp:
+        return Stamp(
+            self.user, self.groups, self.at, _mac(key, _STAMP_DOMAIN, self._payload(subject))
+        )
+
+    def valid(self, key: bytes, subject: Subject, created: datetime) -> bool:
+        if not self.mac or abs(created - self.at) > STAMP_SKEW:
+            return False
+        return hmac.compare_digest(self.mac, _mac(key, _STAMP_DOMAIN, self._payload(subject)))
+
+    def to_annotation(self) -> str:
+        return json.dumps(
+            {
+                "user": self.user,
+                "groups": list(self.groups),
+                "at": format_precise(self.at),
+                "mac": self.mac,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_annotation(cls, text: str) -> Stamp:
+        try:
+            data = json.loads(text)
+            return cls(
+                user=str(data["user"]),
+                groups=tuple(str(g) for g in data.get("groups", ())),
+                at=parse_time(str(data["at"])),
+                mac=str(data.get("mac", "")),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"malformed requested-by stamp: {exc}") from exc
