@@ -98,8 +98,8 @@ class ApiClient:
             content_type="application/merge-patch+json",
         )
 
-    async def list(self, namespace: str) -> Obj:
-        return await self.request("GET", collection(namespace))
+    async def list(self, namespace: str, *, path: str | None = None) -> Obj:
+        return await self.request("GET", path or collection(namespace))
 
     async def apply_raw(self, path: str, manifest: Mapping[str, Any]) -> Obj:
         """Create a cluster object, tolerating one that already exists."""
@@ -115,8 +115,11 @@ class ApiClient:
         namespace: str,
         resource_version: str,
         on_event: Callable[[str, Obj, float], None],
+        *,
+        path: str | None = None,
     ) -> None:
-        """Stream watch events to `on_event(type, object, arrival time)` until cancelled."""
+        """Stream watch events to `on_event(type, object, arrival time)` until cancelled
+        (ApprovalRequests in `namespace`, or the collection at `path`)."""
         params = {
             "watch": "1",
             "resourceVersion": resource_version,
@@ -124,16 +127,20 @@ class ApiClient:
             "timeoutSeconds": "3600",
         }
         async with self._session.get(
-            self.server + collection(namespace), params=params
+            self.server + (path or collection(namespace)), params=params
         ) as response:
             if response.status >= 400:
                 raise ApiError(response.status, await response.text())
-            async for line in response.content:
+            # Lines are split here, not by aiohttp's readline: that one gives up on an event
+            # larger than its buffer (an object with a big plan), and the watch would end.
+            pending = b""
+            async for chunk in response.content.iter_any():
                 arrived = time.perf_counter()
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                on_event(str(event["type"]), event["object"], arrived)
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event = json.loads(line)
+                        on_event(str(event["type"]), event["object"], arrived)
 
 
 @dataclass
@@ -147,22 +154,45 @@ class Watcher:
     """A running watch on one namespace that resolves waiters when an object meets a condition.
 
     `until(name, predicate)` returns a future for the arrival time (perf_counter) of the first
-    event in which `predicate(object)` holds; objects seen before are checked at once.
+    event in which `predicate(object)` holds; objects seen before are checked at once. `path`
+    watches another collection (e.g. ConfigMaps); `slim` keeps `latest` without plan details
+    (thousands of big plans would otherwise sit in the benchmark's own memory).
     """
 
     api: ApiClient
     namespace: str
+    path: str | None = None
+    slim: bool = False
     latest: dict[str, Obj] = field(default_factory=dict)
     _waiters: dict[str, list[Waiter]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _listeners: list[Callable[[str, Obj, float], None]] = field(default_factory=list)
 
     async def start(self) -> None:
-        listing = await self.api.list(self.namespace)
+        listing = await self.api.list(self.namespace, path=self.path)
         for obj in listing.get("items", []):
-            self.latest[obj["metadata"]["name"]] = obj
+            self.latest[obj["metadata"]["name"]] = self._kept(obj)
         rv = str(listing["metadata"]["resourceVersion"])
-        self._task = asyncio.create_task(self.api.watch(self.namespace, rv, self._event))
+        self._task = asyncio.create_task(
+            self.api.watch(self.namespace, rv, self._event, path=self.path)
+        )
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A watch that fails fails its waiters too (instead of leaving them to time out)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.future.done():
+                    waiter.future.set_exception(RuntimeError(f"the watch ended: {error!r}"))
+
+    def _kept(self, obj: Obj) -> Obj:
+        plan = (obj.get("spec") or {}).get("plan")
+        if self.slim and isinstance(plan, dict) and "details" in plan:
+            obj = {**obj, "spec": {**obj["spec"], "plan": {**plan, "details": ""}}}
+        return obj
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -188,7 +218,7 @@ class Watcher:
         if kind == "DELETED":
             self.latest.pop(name, None)
         else:
-            self.latest[name] = obj
+            self.latest[name] = self._kept(obj)
         for listener in self._listeners:
             listener(kind, obj, arrived)
         waiters = self._waiters.get(name)

@@ -23,6 +23,7 @@ class Target:
     measured: str
     limit: str
     met: bool
+    ratio: str = ""  # measured / limit, or the ratio to the baseline the limit is stated in
 
 
 def machine() -> list[str]:
@@ -81,11 +82,36 @@ def header() -> list[str]:
 
 
 def targets_table(targets: list[Target]) -> list[str]:
-    lines = ["| target | measured | limit | met |", "|---|---|---|---|"]
+    lines = ["| target | measured | limit | ratio | met |", "|---|---|---|---:|---|"]
     lines += [
-        f"| {t.what} | {t.measured} | {t.limit} | {'yes' if t.met else '**no**'} |" for t in targets
+        f"| {t.what} | {t.measured} | {t.limit} | {t.ratio} | {'yes' if t.met else '**no**'} |"
+        for t in targets
     ]
     return lines
+
+
+def at_most(what: str, measured: float, limit: float, unit: str, digits: int = 1) -> Target:
+    """A target `measured ≤ limit`; the ratio column is measured / limit."""
+    ratio = f"{measured / limit:.2f}" if limit else ""
+    return Target(
+        what,
+        f"{measured:.{digits}f} {unit}",
+        f"≤ {limit:.{digits}f} {unit}",
+        measured <= limit,
+        ratio,
+    )
+
+
+def at_least(what: str, measured: float, limit: float, unit: str, digits: int = 0) -> Target:
+    """A target `measured ≥ limit`; the ratio column is measured / limit."""
+    ratio = f"{measured / limit:.2f}" if limit else ""
+    return Target(
+        what,
+        f"{measured:.{digits}f} {unit}",
+        f"≥ {limit:.{digits}f} {unit}",
+        measured >= limit,
+        ratio,
+    )
 
 
 def stamp(mode: str) -> str:

@@ -15,13 +15,25 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
+import aiohttp
 from tests.fakes.slack import Call
 from tests.support.operator import OperatorProcess
 
-from bench.apiclient import ApiClient, Obj, Watcher, phase
+from bench.apiclient import ApiClient, ApiError, Obj, Watcher, phase
 from bench.stats import Summary
-from bench.testbed import APPROVER, APPROVER_SLACK_ID, Testbed, gauge, manifest, rss_mib
+from bench.testbed import (
+    APPROVER,
+    APPROVER_SLACK_ID,
+    OUTSIDER,
+    SLACK_CHANNEL,
+    Testbed,
+    cpu_seconds,
+    gauge,
+    manifest,
+    rss_mib,
+)
 from greenlight.adapters.slack.blocks import APPROVE_ACTION_ID
 from greenlight.core.timefmt import parse_time
 
@@ -54,6 +66,8 @@ class Baseline:
     create_rtt: Summary  # POST sent -> response
     patch_watch: Summary  # PATCH sent -> MODIFIED event arrives
     patch_rtt: Summary  # PATCH sent -> response
+    configmap_patch_watch: Summary  # the same on a ConfigMap (issue 16's raw baseline)
+    configmap_patch_rtt: Summary
 
 
 async def baseline(api: ApiClient, namespace: str, samples: int) -> Baseline:
@@ -80,12 +94,45 @@ async def baseline(api: ApiClient, namespace: str, samples: int) -> Baseline:
             patch_watch.append(await asyncio.wait_for(seen, 30) - started)
     finally:
         await watcher.stop()
+    cm_watch, cm_rtt = await configmap_patches(api, namespace, samples)
     return Baseline(
         Summary.of(create_watch),
         Summary.of(create_rtt),
         Summary.of(patch_watch),
         Summary.of(patch_rtt),
+        cm_watch,
+        cm_rtt,
     )
+
+
+async def configmap_patches(
+    api: ApiClient, namespace: str, samples: int
+) -> tuple[Summary, Summary]:
+    """A merge patch of one ConfigMap's annotation -> MODIFIED on a watch; and its round trip."""
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+    name = unique("raw-cm")
+    await api.request(
+        "POST", path, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}
+    )
+    watcher = Watcher(api, namespace, path=path)
+    await watcher.start()
+    watch, rtt = [], []
+    try:
+        for seq in range(samples):
+            value = str(seq)
+            seen = watcher.until(name, _annotated(SEQ_ANNOTATION, value))
+            started = time.perf_counter()
+            await api.request(
+                "PATCH",
+                f"{path}/{name}",
+                {"metadata": {"annotations": {SEQ_ANNOTATION: value}}},
+                content_type="application/merge-patch+json",
+            )
+            rtt.append(time.perf_counter() - started)
+            watch.append(await asyncio.wait_for(seen, 30) - started)
+    finally:
+        await watcher.stop()
+    return Summary.of(watch), Summary.of(rtt)
 
 
 @dataclass(frozen=True)
@@ -94,6 +141,11 @@ class Burst:
     concurrency: int
     creates_seconds: float  # first POST sent -> last POST answered
     all_seen_seconds: float  # first POST sent -> the condition held for every object
+    cpu_seconds: float | None = None  # the operator's user + system time over the same span
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        return None if self.cpu_seconds is None else self.cpu_seconds * 1000 / self.count
 
     @property
     def creates_per_second(self) -> float:
@@ -283,20 +335,35 @@ def _ts_of(bed: Testbed, post: Call) -> str:
     raise LookupError(f"the fake Slack has no message for {name}")
 
 
+def patience(count: int) -> float:
+    """Seconds to wait for `count` objects to be handled (at least 15 minutes, 10 per second)."""
+    return max(900.0, count / 10)
+
+
 async def operator_burst(
-    bed: Testbed, namespace: str, count: int, concurrency: int, *, slack: bool
+    bed: Testbed,
+    namespace: str,
+    count: int,
+    concurrency: int,
+    *,
+    slack: bool,
+    process: OperatorProcess | None = None,
+    plan_kib: int = 0,
 ) -> tuple[Burst, float]:
-    """`count` creates through the operator: time until all are notified (Slack posts when
-    `slack`, else status.notifications). Also returns the time until every status says so."""
-    watcher = Watcher(bed.api, namespace)
+    """`count` creates through the operator: time until all are Pending and notified (Slack
+    posts when `slack`, else status.notifications). Also returns the time until every status
+    says so. With `process`, the burst's CPU time of that operator (until all are done)."""
+    watcher = Watcher(bed.api, namespace, slim=True)
     await watcher.start()
     prefix = unique("burst")
     notified: set[str] = set()
     all_status = asyncio.Event()
+    wait = patience(count)
+    pid = process.process.pid if process is not None and process.process is not None else None
 
     def on_event(_kind: str, obj: Obj, _arrived: float) -> None:
         name = obj["metadata"]["name"]
-        if name.startswith(prefix) and _notified(obj):
+        if name.startswith(prefix) and phase(obj) == "Pending" and _notified(obj):
             notified.add(name)
             if len(notified) == count:
                 all_status.set()
@@ -304,9 +371,12 @@ async def operator_burst(
     watcher.listen(on_event)
     calls_before = len(bed.slack.calls)
     try:
+        cpu_before = cpu_seconds(pid) if pid is not None else 0.0
         started = time.perf_counter()
         await gather_limited(
-            count, concurrency, lambda i: _create(bed.api, namespace, f"{prefix}-{i}")
+            count,
+            concurrency,
+            lambda i: _create(bed.api, namespace, f"{prefix}-{i}", plan_kib=plan_kib),
         )
         created = time.perf_counter() - started
         posted_at = None
@@ -319,14 +389,16 @@ async def operator_burst(
                 }
                 if sum(1 for n in posted if str(n).startswith(prefix)) >= count:
                     posted_at = time.perf_counter()
-                elif time.perf_counter() - started > 900:
-                    raise TimeoutError(f"only {len(posted)} of {count} posts after 900 s")
+                elif time.perf_counter() - started > wait:
+                    raise TimeoutError(f"only {len(posted)} of {count} posts after {wait:.0f} s")
                 else:
                     await asyncio.sleep(0.05)
-        await asyncio.wait_for(all_status.wait(), 900)
+        await asyncio.wait_for(all_status.wait(), wait)
         status_at = time.perf_counter()
+        cpu = cpu_seconds(pid) - cpu_before if pid is not None else None
         done_at = posted_at if posted_at is not None else status_at
-        return Burst(count, concurrency, created, done_at - started), status_at - started
+        burst = Burst(count, concurrency, created, done_at - started, cpu)
+        return burst, status_at - started
     finally:
         await watcher.stop()
 
@@ -343,6 +415,8 @@ class Scale:
     cold_start_ready_seconds: float  # process start -> health + webhook answered
     rss_cold_peak_mib: float
     rss_cold_settled_mib: float
+    rss_idle_mib: float = 0.0  # right after start, before any request
+    plan_kib: int = 0
     expiring: int = 0
     expiring_same_second: int = 0
     expiry_lateness: Summary | None = None  # expiresAt -> watch shows Expired
@@ -361,12 +435,13 @@ async def _pending_gauge(bed: Testbed, process: OperatorProcess) -> float:
 
 async def _until_pending(bed: Testbed, process: OperatorProcess, count: int) -> None:
     """Poll /metrics until the operator tracks `count` pending requests (every expiry armed)."""
-    deadline = time.monotonic() + 900
+    wait = patience(count)
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if await _pending_gauge(bed, process) >= count:
             return
         await asyncio.sleep(0.5)
-    raise TimeoutError(f"the operator did not track {count} pending requests within 900 s")
+    raise TimeoutError(f"the operator did not track {count} pending requests within {wait:.0f} s")
 
 
 async def _settled_rss(process: OperatorProcess, seconds: float = 5.0) -> float:
@@ -386,8 +461,15 @@ async def scale(
     namespace: str,
     count: int,
     concurrency: int,
+    *,
+    plan_kib: int = 0,
 ) -> Scale:
-    fill, _status = await operator_burst(bed, namespace, count, concurrency, slack=False)
+    """`count` pending requests (plans of `plan_kib` KiB): RSS idle, then kill -9 and a cold
+    start: time until every expiry is armed and RSS after it."""
+    idle = await _settled_rss(process)
+    fill, _status = await operator_burst(
+        bed, namespace, count, concurrency, slack=False, plan_kib=plan_kib
+    )
     await _until_pending(bed, process, count)
     settled = await _settled_rss(process)
 
@@ -406,8 +488,8 @@ async def scale(
             peak = max(peak, rss_mib(process.process.pid))
             if await _pending_gauge(bed, process) >= count:
                 armed_at = time.perf_counter() - started
-        if time.perf_counter() - started > 900:
-            raise TimeoutError("the operator did not arm every expiry within 900 s")
+        if time.perf_counter() - started > patience(count):
+            raise TimeoutError(f"the operator did not arm every expiry of {count} in time")
     await start
     if bed.profile_dir is not None:
         bed.profile(process, "cold-start")
@@ -421,6 +503,8 @@ async def scale(
         cold_start_ready_seconds=ready_at,
         rss_cold_peak_mib=peak,
         rss_cold_settled_mib=await _settled_rss(process),
+        rss_idle_mib=idle,
+        plan_kib=plan_kib,
     )
 
 
@@ -482,3 +566,127 @@ async def expiry_storm(
     on_target = [expired_at[name] - target for name, at in expires.items() if at == target]
     result.expiry_all_within = max(on_target) if on_target else float("nan")
     result.rss_after_expiry_mib = await _settled_rss(process)
+
+
+def error_lines(process: OperatorProcess) -> tuple[int, int]:
+    """(log lines with level ERROR, lines that are not JSON) over all of the process's runs."""
+    errors = unparsed = 0
+    for line in process.log_lines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            unparsed += 1
+            continue
+        if isinstance(record, dict) and record.get("level") == "ERROR":
+            errors += 1
+    return errors, unparsed
+
+
+# -- floods: refused attempts must not fill the audit volume -------------------------------
+
+
+def audit_bytes(process: OperatorProcess) -> int:
+    return process.audit_file.stat().st_size if process.audit_file.exists() else 0
+
+
+@dataclass(frozen=True)
+class Flood:
+    attempts: int
+    seconds: float  # the flood itself
+    statuses: dict[int, int]  # HTTP status -> how many answers
+    audit_growth: int  # bytes, at the end of the flood
+    audit_growth_settled: int  # bytes, after `settle` more seconds (open refusal windows closed)
+    settle: float
+
+    @property
+    def per_second(self) -> float:
+        return self.attempts / self.seconds if self.seconds else 0.0
+
+
+async def _settled_growth(process: OperatorProcess, before: int, settle: float) -> int:
+    await asyncio.sleep(settle)
+    return audit_bytes(process) - before
+
+
+async def refused_decisions(
+    bed: Testbed,
+    process: OperatorProcess,
+    namespace: str,
+    seconds: float,
+    *,
+    plan_kib: int,
+    settle: float,
+) -> Flood:
+    """OUTSIDER (may patch, may not approve) loops `kubectl annotate decision=approve` against
+    one pending request with a big plan, one attempt after the other, for `seconds`."""
+    watcher = Watcher(bed.api, namespace, slim=True)
+    await watcher.start()
+    name = unique("flood")
+    try:
+        ready = watcher.until(name, lambda o: phase(o) == "Pending" and _notified(o))
+        await _create(bed.api, namespace, name, plan_kib=plan_kib)
+        await asyncio.wait_for(ready, 60)
+    finally:
+        await watcher.stop()
+    await asyncio.sleep(1.0)  # let the request's own records land before the baseline size
+    before = audit_bytes(process)
+    statuses: dict[int, int] = {}
+    attempts = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        try:
+            await bed.api.annotate(
+                namespace, name, {"greenlight.dev/decision": "approve"}, as_user=OUTSIDER
+            )
+            status = 200
+        except ApiError as exc:
+            status = exc.status
+        statuses[status] = statuses.get(status, 0) + 1
+        attempts += 1
+    elapsed = time.perf_counter() - started
+    grown = audit_bytes(process) - before
+    return Flood(
+        attempts, elapsed, statuses, grown, await _settled_growth(process, before, settle), settle
+    )
+
+
+async def unsigned_slack_posts(
+    bed: Testbed,
+    process: OperatorProcess,
+    interactions_url: str,
+    count: int,
+    concurrency: int,
+    *,
+    settle: float,
+) -> Flood:
+    """`count` interaction POSTs that Slack did not sign (half without signature headers, half
+    signed with a wrong secret), `concurrency` in flight: every one must be answered 401."""
+    payload = bed.slack.block_actions(
+        user=APPROVER_SLACK_ID,
+        action_id=APPROVE_ACTION_ID,
+        value="forged-token",
+        channel=SLACK_CHANNEL,
+        message_ts="1700000000.000100",
+    )
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    forged = bed.slack.sign_body(body, secret="not-the-signing-secret").headers
+    bare = {"Content-Type": "application/x-www-form-urlencoded"}
+    statuses: dict[int, int] = {}
+    before = audit_bytes(process)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def post(index: int) -> None:
+            headers = bare if index % 2 == 0 else forged
+            async with session.post(interactions_url, data=body, headers=headers) as response:
+                await response.read()
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+
+        started = time.perf_counter()
+        await gather_limited(count, concurrency, post)
+        elapsed = time.perf_counter() - started
+    grown = audit_bytes(process) - before
+    return Flood(
+        count, elapsed, statuses, grown, await _settled_growth(process, before, settle), settle
+    )

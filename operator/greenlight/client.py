@@ -160,8 +160,12 @@ class ApprovalClient:
         traceparent = (old["metadata"].get("annotations") or {}).get(ANN_TRACEPARENT)
         if traceparent:
             metadata["annotations"] = {ANN_TRACEPARENT: traceparent}
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": metadata,
-                "spec": old["spec"]}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": metadata,
+            "spec": old["spec"],
+        }
         return self._submit(body)
 
     def get(self, name: str) -> dict[str, Any]:

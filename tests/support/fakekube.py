@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tests.support.manifests import approval_request
+from tests.support.marks import stamp
+
 from greenlight.core.model import ANN_REQUESTED_BY, Identity
 from greenlight.core.timefmt import format_time, now
 from greenlight.kube import Conflict, Kube, NotFound
-from tests.support.manifests import approval_request
-from tests.support.marks import stamp
 
 OPERATOR = Identity("system:serviceaccount:greenlight:greenlight", ("system:serviceaccounts",))
 Key = tuple[str, str]
@@ -61,7 +62,7 @@ class FakeKube(Kube):
         self.page_size = page_size
         self._versions = itertools.count(1)
         self._uids = itertools.count(1)
-        self._intercepts: dict[str, list[Callable[[], None]]] = {}
+        self._intercepts: dict[str, list[Callable[[], object]]] = {}
 
     # What tests do to the store (as another client of the API server would).
 
@@ -93,7 +94,7 @@ class FakeKube(Kube):
         extra = annotations or {"example.com/touched": body["metadata"]["resourceVersion"]}
         return self._write(body, {"metadata": {"annotations": extra}})
 
-    def intercept(self, method: str, action: Callable[[], None]) -> None:
+    def intercept(self, method: str, action: Callable[[], object]) -> None:
         """Run `action` once, just before the next call of `method`: it may raise (a failure
         of that call) or change the store (so that the call meets a real conflict)."""
         self._intercepts.setdefault(method, []).append(action)
@@ -107,13 +108,13 @@ class FakeKube(Kube):
     # The Kube interface.
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
-        self._call("get")
+        self._note("get")
         return self.stored(namespace, name)
 
     async def pages(
         self, namespace: str | None = None, limit: int = 500
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        self._call("pages")
+        self._note("pages")
         items = [
             copy.deepcopy(body)
             for (ns, _), body in sorted(self.objects.items())
@@ -126,7 +127,7 @@ class FakeKube(Kube):
     async def patch_status(
         self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
     ) -> dict[str, Any]:
-        self._call("patch_status")
+        self._note("patch_status")
         body = self._current(namespace, name, resource_version)
         return self._write(body, {"status": dict(status)})
 
@@ -137,21 +138,21 @@ class FakeKube(Kube):
         annotations: Mapping[str, str | None],
         resource_version: str | None = None,
     ) -> dict[str, Any]:
-        self._call("patch_annotations")
+        self._note("patch_annotations")
         body = self._current(namespace, name, resource_version)
         return self._write(body, {"metadata": {"annotations": dict(annotations)}})
 
     async def allowed(self, identity: Identity, verb: str, namespace: str, name: str) -> bool:
-        self._call("allowed")
+        self._note("allowed")
         return self.rbac.get((identity.user, verb, namespace), False)
 
     async def whoami(self) -> Identity:
-        self._call("whoami")
+        self._note("whoami")
         return self.operator
 
     # Internals.
 
-    def _call(self, method: str) -> None:
+    def _note(self, method: str) -> None:
         self.calls.append(method)
         pending = self._intercepts.get(method)
         if pending:

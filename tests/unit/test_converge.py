@@ -23,6 +23,8 @@ from kopf._core.engines.posting import (
     event_queue_var,
     settings_var,
 )
+from tests.support.fakekube import FakeKube, create_request
+from tests.support.marks import KEY, signed
 
 from greenlight.adapters import converge as converge_module
 from greenlight.adapters.announce import NOTIFY_RETRY, Announcer
@@ -36,8 +38,6 @@ from greenlight.core.request import ConditionStatus, ConditionType, Request
 from greenlight.core.stamps import DecisionRecord, record_key
 from greenlight.core.timefmt import now
 from greenlight.telemetry import metrics
-from tests.support.fakekube import FakeKube, create_request
-from tests.support.marks import KEY, signed
 
 NS = "ci"
 NAME = "destroy-prod"
@@ -122,7 +122,9 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     audit.close()
 
 
-def approval(user: str, uid: str, action: Action = Action.APPROVE, reason: str = "") -> dict[str, str]:
+def approval(
+    user: str, uid: str, action: Action = Action.APPROVE, reason: str = ""
+) -> dict[str, str]:
     """The decision record annotation the webhook leaves for `user` (signed, bound to `uid`)."""
     record = DecisionRecord(user=user, action=action, at=now(), via=Via.KUBECTL, reason=reason)
     key, value = signed(record, uid)

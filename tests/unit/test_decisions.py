@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.fakekube import FakeKube, create_request
+from tests.support.marks import KEY
 
 from greenlight.adapters.auditlog import AuditLog
 from greenlight.adapters.decisions import DecisionRefused, DecisionService
@@ -19,8 +21,6 @@ from greenlight.adapters.refusals import MAX_TEXT, OVERFLOW, RefusalLog
 from greenlight.core.model import Action, Identity, Via
 from greenlight.core.request import Request
 from greenlight.core.stamps import record_key
-from tests.support.fakekube import FakeKube, create_request
-from tests.support.marks import KEY
 
 NS = "ci"
 NAME = "destroy-prod"
@@ -109,9 +109,10 @@ async def test_an_attempt_rbac_refuses_is_refused_and_audited_once(desk: Desk) -
     assert record["details"]["via"] == "slack"
 
 
-async def test_a_second_approval_by_the_same_person_writes_nothing(desk: Desk) -> None:
+async def test_a_second_approval_by_the_same_person_replaces_their_record(desk: Desk) -> None:
     uid = create_request(desk.kube, NS, NAME, policy={"requiredApprovals": 2})["metadata"]["uid"]
     desk.kube.allow("bob", "approve", NS)
+    await desk.service.submit_decision(NS, NAME, BOB, Action.APPROVE, "", Via.SLACK)
     await desk.kube.patch_status(
         NS,
         NAME,
@@ -122,14 +123,13 @@ async def test_a_second_approval_by_the_same_person_writes_nothing(desk: Desk) -
         },
         desk.kube.stored(NS, NAME)["metadata"]["resourceVersion"],
     )
-    calls = len(desk.kube.calls)
 
     view = await desk.service.submit_decision(NS, NAME, BOB, Action.APPROVE, "", Via.SLACK)
 
     assert view.uid == uid
     assert view.approvals == ("bob",)
-    assert "patch_annotations" not in desk.kube.calls[calls:]
-    assert record_key("bob") not in desk.kube.stored(NS, NAME)["metadata"]["annotations"]
+    request = Request.parse(desk.kube.stored(NS, NAME), KEY)
+    assert [r.user for r in request.marks.records] == ["bob"]
     assert records(desk.audit) == []
 
 

@@ -33,8 +33,8 @@ def recorder(fired: Fired) -> Callable[[str, str], Awaitable[None]]:
     return on_due
 
 
-async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.005)
@@ -103,7 +103,7 @@ async def test_arming_an_earlier_time_wakes_a_waiting_clock() -> None:
         await asyncio.sleep(0.02)  # the clock now sleeps towards the hour
         at = time.time() + 0.05
         clock.arm(at, "ci", "a")
-        await until(lambda: bool(fired), timeout=1.0)
+        await until(lambda: bool(fired), within=1.0)
 
     assert fired[0][2] <= at + 0.2
 
@@ -138,7 +138,7 @@ async def test_a_thousand_alarms_in_one_instant_all_fire_with_bounded_concurrenc
         clock.arm(at, "ci", f"r-{i}")
     started = time.monotonic()
     async with running(clock):
-        await until(lambda: len(done) == 1000, timeout=5.0)
+        await until(lambda: len(done) == 1000, within=5.0)
     elapsed = time.monotonic() - started
 
     assert sorted(done) == sorted(f"r-{i}" for i in range(1000))

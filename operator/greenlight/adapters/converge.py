@@ -120,6 +120,12 @@ class Converger:
             current, failure = await self.announcer.tell(current)
             self.track(current)
             if failure:
+                _log.error(
+                    "notification failed; retrying",
+                    uid=current.uid,
+                    error=failure,
+                    retry_in_seconds=NOTIFY_RETRY,
+                )
                 self.clock.retry(NOTIFY_RETRY, namespace, name)
 
     async def _decide(
@@ -223,10 +229,11 @@ class Converger:
         """Forget a deleted request everywhere, and put its deletion on record."""
         meta = body.get("metadata") or {}
         uid, namespace, name = str(meta.get("uid", "")), str(meta["namespace"]), str(meta["name"])
-        deleter = self.ledger.deleter(uid)
-        self.ledger.forget(uid)
-        if self.clock.due(namespace, name) is not None:
-            self.clock.forget(namespace, name)
+        async with self._locks.hold((namespace, name)):  # after a reconcile still in flight
+            deleter = self.ledger.deleter(uid)
+            self.ledger.forget(uid)
+            if not self.ledger.lives_at(namespace, name):  # not recreated under the same name
+                self.clock.forget(namespace, name)
         try:
             request = Request.parse(body, self.marks_key)
             subject = request.subject()
@@ -252,11 +259,11 @@ class Converger:
     def _count(self, request: Request, transition: lifecycle.Transition, span: trace.Span) -> None:
         if transition.entered is Phase.PENDING:
             metrics.REQUESTS_CREATED.inc()
-            _event(
-                request,
-                "Requested",
-                f"{request.spec.action} on {request.spec.target} awaits approval",
-            )
+            if lifecycle.verified(request.status):
+                what = f"{request.spec.action} on {request.spec.target} awaits approval"
+                _event(request, "Requested", what)
+            else:
+                _event(request, "Unverified", _UNVERIFIED, kind="Warning")
         decision = request.status.decision
         if transition.entered is None or not transition.entered.terminal or decision is None:
             return
@@ -288,7 +295,13 @@ def _phase(transition: lifecycle.Transition) -> str | None:
     return transition.status.phase.value if transition.status.phase else None
 
 
-def _event(request: Request, reason: str, message: str) -> None:
+_UNVERIFIED = (
+    "no requested-by stamp issued by Greenlight: no decision will be taken on this request; "
+    "re-create it with `greenlight resubmit NAME`"
+)
+
+
+def _event(request: Request, reason: str, message: str, kind: str = "Normal") -> None:
     """A Kubernetes Event on the object (kopf posts it in the background).
 
     `kopf.event`, not `kopf.info`: the operator raises kopf's posting level to keep kopf's own
@@ -298,4 +311,4 @@ def _event(request: Request, reason: str, message: str) -> None:
         "kind": KIND,
         "metadata": {"namespace": request.namespace, "name": request.name, "uid": request.uid},
     }
-    kopf.event(kopf.Body(cast(kopf.RawBody, ref)), type="Normal", reason=reason, message=message)
+    kopf.event(kopf.Body(cast(kopf.RawBody, ref)), type=kind, reason=reason, message=message)

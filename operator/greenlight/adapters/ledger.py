@@ -66,6 +66,10 @@ class Ledger:
         self._pending.pop(uid, None)
         metrics.REQUESTS_PENDING.set(len(self._pending))
 
+    def lives_at(self, namespace: str, name: str) -> bool:
+        """Whether a live request is known under this name (a scan: for deletes only)."""
+        return (namespace, name) in self.where.values()
+
     def locate(self, uid: str) -> tuple[str, str] | None:
         return self.where.get(uid)
 

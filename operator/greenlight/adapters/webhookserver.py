@@ -18,11 +18,12 @@ import json
 import ssl
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp.web
 import kopf
 import structlog
+from kopf._cogs.structs import reviews
 from kopf._core.engines.admission import WebhookError
 
 _log = structlog.get_logger("greenlight.webhooks")
@@ -55,15 +56,20 @@ class WebhookServer(kopf.WebhookServer):
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise aiohttp.web.HTTPBadRequest(reason=str(exc)[:200]) from None
+        if not isinstance(data, dict) or not isinstance(data.get("request"), dict):
+            raise aiohttp.web.HTTPBadRequest(reason="not an AdmissionReview")
         try:
             response = await fn(
-                data,
+                cast(reviews.Request, data),
                 webhook=kopf.HandlerId(request.match_info.get("id", "")),
                 sslpeer=peer,
                 headers=dict(request.headers),
             )
         except WebhookError as exc:  # kopf's own "this is not a review" errors
             raise aiohttp.web.HTTPBadRequest(reason=str(exc)[:200] or None) from None
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a malformed review
+            _log.warning("malformed admission review refused", error=str(exc)[:200])
+            raise aiohttp.web.HTTPBadRequest(reason="malformed AdmissionReview") from None
         return aiohttp.web.json_response(response)
 
     def _trusted(self, peer: Any) -> bool:

@@ -127,8 +127,14 @@ def resolved(status: Status, done: Iterable[Notification], now: datetime) -> Sta
 
 
 def to_announce(status: Status) -> bool:
-    """A pending request that nobody was told about yet."""
-    return status.phase is Phase.PENDING and not status.notifications
+    """A pending request that nobody was told about yet (one Greenlight could not verify is
+    never announced: its buttons could never decide it)."""
+    return status.phase is Phase.PENDING and not status.notifications and verified(status)
+
+
+def verified(status: Status) -> bool:
+    condition = status.condition(ConditionType.VERIFIED)
+    return condition is None or condition.status is not ConditionStatus.FALSE
 
 
 def to_resolve(status: Status) -> tuple[Notification, ...]:
