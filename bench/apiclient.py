@@ -199,6 +199,21 @@ class Watcher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    async def wait(self, event: asyncio.Event, within: float) -> None:
+        """`event.wait()`, but raise at once if the watch ends first (its listeners would never
+        hear from it again)."""
+        assert self._task is not None, "start() first"
+        waiting = asyncio.ensure_future(event.wait())
+        done, _ = await asyncio.wait(
+            {waiting, self._task}, timeout=within, return_when="FIRST_COMPLETED"
+        )
+        if waiting in done:
+            return
+        waiting.cancel()
+        if self._task in done:
+            raise RuntimeError(f"the watch ended: {self._task.exception()!r}")
+        raise TimeoutError(f"not done within {within:.0f} s")
+
     def listen(self, listener: Callable[[str, Obj, float], None]) -> None:
         self._listeners.append(listener)
 

@@ -393,7 +393,7 @@ async def operator_burst(
                     raise TimeoutError(f"only {len(posted)} of {count} posts after {wait:.0f} s")
                 else:
                     await asyncio.sleep(0.05)
-        await asyncio.wait_for(all_status.wait(), wait)
+        await watcher.wait(all_status, wait)
         status_at = time.perf_counter()
         cpu = cpu_seconds(pid) - cpu_before if pid is not None else None
         done_at = posted_at if posted_at is not None else status_at

@@ -17,6 +17,7 @@ from greenlight.adapters import (  # noqa: F401  (admission and handlers registe
     admission,
     auditanchor,
     handlers,
+    receiptkeys,
     webhookconfig,
 )
 from greenlight.adapters.admission import AdmissionGate
@@ -83,8 +84,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     ledger = Ledger()
     decisions = DecisionService(kube, refusals, ledger, marks_key)
     notifier, stop_notifier = await _notifier(config, decisions, refusals)
+    signer = receiptkeys.load_or_create_signer(
+        config.receipt_key_file or config.audit_file.parent / "receipt.key"
+    )
+    if config.receipt_keys_namespace:
+        await receiptkeys.publish(
+            kube.api_client, config.receipt_keys_namespace, config.receipt_keys_name, signer
+        )
     converger = Converger(
-        kube, audit, Announcer(kube, audit, notifier, marks_key), marks_key, ledger
+        kube, audit, Announcer(kube, audit, notifier, marks_key), marks_key, ledger, signer
     )
     memo["converger"] = converger
     memo["gate"] = AdmissionGate(kube, refusals, ledger, marks_key, operator)

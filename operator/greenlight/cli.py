@@ -1,6 +1,8 @@
-"""The `greenlight` command: run the operator, create and decide requests, verify the audit log.
+"""The `greenlight` command: run the operator, create and decide requests, verify the audit log
+and approval receipts.
 
 Exit codes of `request --wait` and `wait`: 0 Approved, 2 Denied, 3 Expired, 4 Cancelled, 1 error.
+Exit codes of `verify`: `VERIFY_EXIT_CODES` (0 valid; docs/receipts.md).
 """
 
 from __future__ import annotations
@@ -14,12 +16,22 @@ from typing import Any, NoReturn
 
 import yaml
 
-from greenlight.core import audit
+from greenlight.core import audit, receipts
 from greenlight.core.durations import parse_timeout
 from greenlight.core.model import Phase
 
 EXIT_ERROR = 1
 EXIT_UNANCHORED = 2
+VERIFY_EXIT_CODES = {
+    receipts.Outcome.VALID: 0,
+    receipts.Outcome.MALFORMED: 2,
+    receipts.Outcome.UNKNOWN_KEY: 3,
+    receipts.Outcome.BAD_SIGNATURE: 4,
+    receipts.Outcome.PLAN_MISMATCH: 5,
+    receipts.Outcome.ACTION_MISMATCH: 6,
+    receipts.Outcome.EXPIRED: 7,
+}
+EXIT_NO_RECEIPT = 8
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +149,38 @@ def _parser() -> argparse.ArgumentParser:
     _namespace(wait)
     wait.add_argument("name")
     wait.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
+    wait.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="json: the outcome and its receipt",
+    )
     wait.set_defaults(run=_wait)
+
+    check = sub.add_parser(
+        "verify",
+        help="check an approval receipt before running the action (offline with --receipt, --keys)",
+    )
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--receipt",
+        type=Path,
+        help="the receipt as JSON: the envelope, `wait -o json` output, or the request itself",
+    )
+    source.add_argument("--request", metavar="NAME", help="read the receipt from this request")
+    _namespace(check)
+    check.add_argument("--plan-file", type=Path, required=True, help="the plan about to be run")
+    check.add_argument("--action", required=True, help="the command about to be run")
+    check.add_argument("--target", required=True, help="what it is about to affect")
+    _keys_arguments(check, "--keys")
+    check.set_defaults(run=_verify)
+
+    rec = sub.add_parser("receipt", help="approval receipt tools")
+    rec_sub = rec.add_subparsers(dest="receipt_command", metavar="COMMAND", required=True)
+    keys = rec_sub.add_parser("keys", help="print the receipt public keys (PEM), for --keys")
+    _keys_arguments(keys, "--key-file")
+    keys.set_defaults(run=_receipt_keys)
 
     aud = sub.add_parser("audit", help="audit log tools")
     aud_sub = aud.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
@@ -176,6 +219,23 @@ def _anchor_arguments(cmd: argparse.ArgumentParser) -> None:
         "--anchor-file",
         type=Path,
         help="a saved copy of the anchor (the ConfigMap as JSON or YAML, or its data)",
+    )
+
+
+def _keys_arguments(cmd: argparse.ArgumentParser, file_flag: str) -> None:
+    where = cmd.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        file_flag,
+        dest="key_source",
+        type=Path,
+        help="public keys as PEM (the output of `greenlight receipt keys`)"
+        if file_flag == "--keys"
+        else "the operator's receipt key file (its public key is printed)",
+    )
+    where.add_argument(
+        "--keys-configmap",
+        metavar="NAMESPACE/NAME",
+        help="the ConfigMap that publishes the keys, e.g. greenlight/greenlight-receipt-keys",
     )
 
 
@@ -275,7 +335,89 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _wait(args: argparse.Namespace) -> int:
-    return _report(_client(args).wait(args.name, timeout=args.timeout))
+    outcome = _client(args).wait(args.name, timeout=args.timeout)
+    if args.output == "json":
+        print(json.dumps(outcome.to_json(), indent=2, sort_keys=True))
+        code: int = outcome.exit_code
+        return code
+    return _report(outcome)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """One line: VALID on stdout (exit 0), or the failure and its reason on stderr."""
+    from greenlight.core.timefmt import now
+
+    if args.receipt is not None:
+        envelope = _receipt_of(json.loads(args.receipt.read_text()))
+        where = str(args.receipt)
+    else:
+        obj = _client(args).get(args.request)
+        envelope = (obj.get("status") or {}).get("receipt")
+        where = f"{args.namespace}/{args.request}"
+        if envelope is None:
+            phase = (obj.get("status") or {}).get("phase") or "not handled yet"
+            print(f"{where}: NO RECEIPT: the request is {phase}, not Approved", file=sys.stderr)
+            return EXIT_NO_RECEIPT
+    result = receipts.verify(
+        envelope,
+        _public_keys(args),
+        plan=args.plan_file.read_bytes(),
+        action=args.action,
+        target=args.target,
+        now=now(),
+    )
+    label = result.outcome.value.upper().replace("_", " ")
+    print(f"{where}: {label}: {result.reason}", file=sys.stdout if result.ok else sys.stderr)
+    return VERIFY_EXIT_CODES[result.outcome]
+
+
+def _receipt_of(data: Any) -> Any:
+    """The envelope in a receipt file: the envelope itself, `wait -o json` output, or the
+    request (`kubectl get -o json`)."""
+    if isinstance(data, dict) and "payloadType" not in data:
+        if isinstance(data.get("receipt"), dict):
+            return data["receipt"]
+        if isinstance(data.get("status"), dict) and "receipt" in data["status"]:
+            return data["status"]["receipt"]
+    return data
+
+
+def _public_keys(args: argparse.Namespace) -> dict[str, Any]:
+    from greenlight.core.dsse import parse_public_keys
+
+    return parse_public_keys(_keys_text(args))
+
+
+def _keys_text(args: argparse.Namespace) -> str:
+    """The public keys (PEM) from the file or the ConfigMap named on the command line."""
+    if args.key_source is not None:
+        return str(args.key_source.read_text())
+    from kubernetes import client
+
+    from greenlight.kube import load_client_config
+
+    namespace, _, name = args.keys_configmap.partition("/")
+    if not namespace or not name:
+        raise ValueError(f"--keys-configmap {args.keys_configmap!r}: expected NAMESPACE/NAME")
+    core = client.CoreV1Api(load_client_config())
+    configmap = _api(lambda: core.read_namespaced_config_map(name, namespace))
+    return "".join(configmap.data[k] for k in sorted(configmap.data or {}) if k.endswith(".pem"))
+
+
+def _receipt_keys(args: argparse.Namespace) -> int:
+    """Each key as `keyid <hex>` and its PEM block (text outside PEM blocks is ignored by
+    `--keys`, so the output is a keys file as it is)."""
+    from greenlight.core.dsse import key_id, parse_private_key, parse_public_keys, public_pem
+
+    if args.keys_configmap is None:
+        public_key = parse_private_key(args.key_source.read_bytes()).public_key()
+        keys = {key_id(public_key): public_key}
+    else:
+        keys = parse_public_keys(_keys_text(args))
+    for keyid in sorted(keys):
+        print(f"keyid {keyid}")
+        print(public_pem(keys[keyid]), end="")
+    return 0
 
 
 def _report(outcome: Any) -> int:

@@ -52,10 +52,21 @@ class Outcome:
     by: str
     via: str
     reason: str
+    receipt: dict[str, Any] | None = None  # the signed receipt (DSSE envelope), when Approved
 
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.phase]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "phase": self.phase.value,
+            "by": self.by,
+            "via": self.via,
+            "reason": self.reason,
+            "receipt": self.receipt,
+        }
 
 
 def api_message(exc: ApiException) -> str:
@@ -274,4 +285,5 @@ def _outcome(obj: dict[str, Any]) -> Outcome | None:
         by=str(decision.get("by", "")),
         via=str(decision.get("via", "")),
         reason=str(decision.get("reason", "")),
+        receipt=status.get("receipt"),
     )

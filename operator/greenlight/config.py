@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     # derived from the log's file name, e.g. greenlight-audit-anchor-greenlight-0).
     audit_anchor_namespace: str = ""
     audit_anchor_name: str = ""
+    # The Ed25519 key that signs approval receipts (PEM, PKCS#8); unset: receipt.key next to
+    # the audit file, created once. The public keys are published in the ConfigMap
+    # receipt_keys_namespace/receipt_keys_name (empty namespace: not published).
+    receipt_key_file: Path | None = None
+    receipt_keys_namespace: str = ""
+    receipt_keys_name: str = "greenlight-receipt-keys"
     peering: str = ""  # kopf peering name; empty runs standalone (one replica)
     priority: int = 0
     log_level: Literal["DEBUG", "INFO", "WARN", "WARNING", "ERROR"] = "INFO"

@@ -333,6 +333,12 @@ def test_operator_may_write_only_its_own_audit_anchors(defaults: list[dict[str, 
             "resourceNames": anchors,
             "verbs": ["get", "patch"],
         },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["greenlight-receipt-keys"],
+            "verbs": ["get", "patch"],
+        },
     ]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0]["name"] == one(defaults, "ServiceAccount")["metadata"]["name"]
@@ -400,13 +406,14 @@ def test_slack_tokens_come_from_the_existing_secret() -> None:
     assert env["GREENLIGHT_SLACK_MODE"]["value"] == "http"
     assert env["GREENLIGHT_SLACK_DEFAULT_CHANNEL"]["value"] == "C0123456"
     # The chart never holds a token: its only Secrets are the webhook certificate and the
-    # audit MAC key it generates.
-    secrets = {s["type"]: sorted(s["data"]) for s in by_kind(objects, "Secret")}
-    assert secrets == {
-        "kubernetes.io/tls": ["ca.crt", "tls.crt", "tls.key"],
-        "Opaque": ["audit.key"],
-    }
-    config = one(objects, "ConfigMap")["data"]
+    # audit MAC key and receipt signing key it generates.
+    secrets = sorted((s["type"], sorted(s["data"])) for s in by_kind(objects, "Secret"))
+    assert secrets == [
+        ("Opaque", ["audit.key"]),
+        ("Opaque", ["receipt.key"]),
+        ("kubernetes.io/tls", ["ca.crt", "tls.crt", "tls.key"]),
+    ]
+    config = named(objects, "ConfigMap", "-config")["data"]
     user_map_path = Path(env["GREENLIGHT_SLACK_USER_MAP_FILE"]["value"])
     assert yaml.safe_load(config[user_map_path.name]) == {"U0123ABC": "alice@example.com"}
     slack_port = {p["name"]: p for p in one(objects, "Service")["spec"]["ports"]}["slack"]

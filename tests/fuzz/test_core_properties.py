@@ -8,12 +8,12 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.marks import reconcile, signed, stamp
 
 from greenlight.core import audit
 from greenlight.core.model import ANN_REQUESTED_BY, Action, Phase, Via
 from greenlight.core.stamps import DecisionRecord, record_key
 from greenlight.core.timefmt import format_precise, format_time
-from tests.support.marks import reconcile, signed, stamp
 
 USERS = st.sampled_from(["alice", "bob", "carol", "system:serviceaccount:ci:runner", "ü-ser"])
 MOMENTS = st.datetimes(

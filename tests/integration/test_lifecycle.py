@@ -94,7 +94,7 @@ def test_request_is_pending_then_approved_end_to_end_through_kubectl(
     assert [a["user"] for a in status["approvals"]] == ["alice"]
     assert conditions(obj)["Decided"]["status"] == "True"
     assert conditions(obj)["Decided"]["reason"] == "Approved"
-    assert audit_events(operator, uid) == ["requested", "notified", "decided"]
+    assert audit_events(operator, uid) == ["requested", "notified", "decided", "receipt_issued"]
     assert poll(lambda: event_reasons(kubectl, ns, "destroy") == ["Approved", "Requested"], 10)
     assert console_lines(operator, "approval requested", ns, "destroy") == 1
     assert console_lines(operator, "approval resolved", ns, "destroy") == 1

@@ -47,6 +47,7 @@ class RecordingNotifier:
     """A Notifier that keeps what it announced and resolved; `failing` makes it fail."""
 
     name = "console"
+    immediate = True
 
     def __init__(self) -> None:
         self.announced: list[RequestView] = []
@@ -238,8 +239,9 @@ async def test_a_conflict_on_the_first_status_write_rereads_and_transitions_once
 
 
 async def test_a_conflict_when_recording_the_announcement_never_sends_it_twice(rig: Rig) -> None:
+    """A new request is written once, Pending and announced; when that write loses a race, the
+    announcement already sent is recorded on the fresh object, not sent again."""
     create_request(rig.kube, NS, NAME)
-    rig.kube.intercept("patch_status", lambda: None)  # the transition to Pending goes through
     rig.kube.intercept("patch_status", lambda: rig.kube.touch(NS, NAME, **{"x.example/y": "z"}))
 
     await rig.deliver()

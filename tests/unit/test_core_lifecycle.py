@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tests.support.marks import reconcile, signed, stamp
 
 from greenlight.core import lifecycle
 from greenlight.core.model import ANN_REQUESTED_BY, DECISION_RECORD_PREFIX, Action, Phase, Via
 from greenlight.core.stamps import DecisionRecord, plan_digest, record_key
-from tests.support.marks import reconcile, signed, stamp
 
 CREATED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 REQUESTER = "system:serviceaccount:ci:orchestrator"
@@ -169,7 +169,9 @@ def test_same_user_approving_again_counts_once() -> None:
 
 def test_two_records_of_one_user_under_different_keys_count_once() -> None:
     obj = request(approvals=2)
-    obj["metadata"]["annotations"][DECISION_RECORD_PREFIX + "a"] = signed(record("alice"), "uid-1")[1]
+    obj["metadata"]["annotations"][DECISION_RECORD_PREFIX + "a"] = signed(record("alice"), "uid-1")[
+        1
+    ]
     obj["metadata"]["annotations"][DECISION_RECORD_PREFIX + "b"] = signed(
         record("alice", after=timedelta(seconds=70)), "uid-1"
     )[1]

@@ -30,6 +30,15 @@ NOTIFY_RETRY = 15.0
 
 
 @dataclass
+class FirstAnnouncement:
+    """A new request's announcement, made once across the retries of its first write."""
+
+    ref: NotificationRef | None = None
+    failure: str = ""
+    tried: bool = False
+
+
+@dataclass
 class Announcer:
     kube: Kube
     audit: AuditLog
@@ -59,6 +68,21 @@ class Announcer:
         if status != request.status:
             request = await self._record(request, status)
         return request, failure
+
+    async def first(
+        self, request: Request, status: Status, announcement: FirstAnnouncement
+    ) -> Status:
+        """`status` (a new request's first) with its announcement: sent now, or the one sent
+        by an earlier try of the same write (what was sent is never sent again)."""
+        if not announcement.tried:
+            announcement.tried = True
+            pending = replace(request, status=status)
+            announcement.ref, announcement.failure = await self._notify(pending)
+            if announcement.ref is not None:
+                await self._audit_notified(pending, announcement.ref)
+        if announcement.ref is None:
+            return lifecycle.notify_failed(status, self.notifier.name, announcement.failure, now())
+        return _announced(announcement.ref, self.notifier.name)(status)
 
     async def _notify(self, request: Request) -> tuple[NotificationRef | None, str]:
         started = time.monotonic()

@@ -78,6 +78,7 @@ def block(request: RequestView) -> str:
 
 class ConsoleNotifier:
     name = "console"
+    immediate = True
 
     def __init__(self, stream: TextIO | None = None) -> None:
         """With `stream`, print blocks for people to it; without, log structured lines."""

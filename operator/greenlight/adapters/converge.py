@@ -18,12 +18,13 @@ import kopf
 import structlog
 from opentelemetry import trace
 
-from greenlight.adapters.announce import NOTIFY_RETRY, Announcer
+from greenlight.adapters.announce import NOTIFY_RETRY, Announcer, FirstAnnouncement
 from greenlight.adapters.auditlog import AuditLog, AuditWriteError
 from greenlight.adapters.conflicts import KeyedLocks, StillConflicting, retry_on_conflict
 from greenlight.adapters.expiry import ExpiryClock
 from greenlight.adapters.ledger import Ledger
-from greenlight.core import lifecycle
+from greenlight.core import lifecycle, receipts
+from greenlight.core.dsse import Signer
 from greenlight.core.model import GROUP, KIND, VERSION, Phase
 from greenlight.core.request import Request
 from greenlight.core.timefmt import now
@@ -55,6 +56,7 @@ class Converger:
     announcer: Announcer
     marks_key: bytes
     ledger: Ledger = field(default_factory=Ledger)
+    signer: Signer | None = None  # signs the receipt of every request that becomes Approved
 
     def __post_init__(self) -> None:
         self.clock = ExpiryClock(self._due)
@@ -114,10 +116,12 @@ class Converger:
                 },
             ) as span,
         ):
-            current = await self._decide(request, body, span)
-            if current is None:
+            decided = await self._decide(request, body, span)
+            if decided is None:
                 return
-            current, failure = await self.announcer.tell(current)
+            current, failure = decided
+            if not failure:
+                current, failure = await self.announcer.tell(current)
             self.track(current)
             if failure:
                 _log.error(
@@ -130,9 +134,12 @@ class Converger:
 
     async def _decide(
         self, request: Request, body: Mapping[str, Any], span: trace.Span
-    ) -> Request | None:
-        """Decide and write the status; None when the object is gone."""
-        first = True
+    ) -> tuple[Request, str] | None:
+        """Decide and write the status; None when the object is gone. With an immediate
+        notifier (the console) a new request is announced before its first write, so it is
+        written once, Pending and announced; the second value says what failed in that
+        announcement ("" when nothing did)."""
+        first, announcement = True, FirstAnnouncement()
 
         async def step() -> Request:
             nonlocal first, request, body
@@ -141,24 +148,30 @@ class Converger:
                 request = Request.parse(body, self.marks_key)
             first = False
             transition = lifecycle.reconcile(request, now())
+            if self.signer is not None:
+                transition = receipts.issue(request, transition, self.signer)
             # Audit first, also when the status stays as it is (a late record refused on a
             # terminal request): records are idempotent by event id.
             await self._audit(request, body, transition)
             if not transition.changes(request.status):
                 return request
+            status = transition.status
+            if (
+                transition.entered is Phase.PENDING
+                and self.announcer.notifier.immediate
+                and lifecycle.to_announce(status)
+            ):
+                status = await self.announcer.first(request, status, announcement)
             written = await self.kube.patch_status(
-                request.namespace,
-                request.name,
-                transition.status.to_json(),
-                request.resource_version,
+                request.namespace, request.name, status.to_json(), request.resource_version
             )
             version = str(written["metadata"]["resourceVersion"])
-            decided = replace(request, status=transition.status, resource_version=version)
+            decided = replace(request, status=status, resource_version=version)
             self._count(decided, transition, span)
             return decided
 
         try:
-            return await retry_on_conflict(step)
+            return await retry_on_conflict(step), announcement.failure
         except NotFound:
             return None
         except StillConflicting as exc:

@@ -27,6 +27,10 @@ class NotifierError(Exception):
 
 class Notifier(Protocol):
     name: str  # metric label `channel`: "console" | "slack"
+    # True when delivery is local and cannot block (the console): a new request is then told
+    # before its first status write, so it is written once, Pending and announced. A remote
+    # notifier is told after that write, so a slow chat API never delays Pending.
+    immediate: bool
 
     async def notify(self, request: RequestView) -> NotificationRef:
         """Announce a pending request. Raises NotifierError when delivery failed."""

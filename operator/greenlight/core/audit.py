@@ -31,6 +31,7 @@ EVENTS = (
     "decided",
     "expired",
     "cancelled",
+    "receipt_issued",
     "deleted",
     "chain_repaired",
     "chain_reset",

@@ -1,8 +1,10 @@
-"""The `spec.timeout` grammar, shared by the CRD's CEL rules and the operator.
+"""The `spec.timeout` and `spec.validFor` grammars, shared by the CRD's CEL rules and the operator.
 
-Accepted: a whole number of days (`3d`), or Go-style hours/minutes/seconds (`2h`, `1h30m`, `90s`),
-between 1 minute and 7 days. The CRD refuses anything else at the API server; this parser is what
-the operator (and the CLI, before it sends) uses to turn the string into a duration.
+`timeout`: a whole number of days (`3d`), or Go-style hours/minutes/seconds (`2h`, `1h30m`, `90s`),
+between 1 minute and 7 days. `validFor` (how long a receipt may be used after approval): Go-style
+hours/minutes/seconds between 1 minute and 24 hours. The CRD refuses anything else at the API
+server; these parsers are what the operator (and the CLI, before it sends) uses to turn the
+strings into durations.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from datetime import timedelta
 DEFAULT_TIMEOUT = "1h"
 MIN_TIMEOUT = timedelta(minutes=1)
 MAX_TIMEOUT = timedelta(days=7)
+DEFAULT_VALID_FOR = "15m"
+MIN_VALID_FOR = timedelta(minutes=1)
+MAX_VALID_FOR = timedelta(hours=24)
 
 _PATTERN = re.compile(
     r"^(?:(?P<d>[0-9]{1,3})d|(?:(?P<h>[0-9]{1,6})h)?(?:(?P<m>[0-9]{1,6})m)?(?:(?P<s>[0-9]{1,6})s)?)$"
@@ -33,4 +38,16 @@ def parse_timeout(text: str) -> timedelta:
     )
     if not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
         raise ValueError(f"timeout {text!r} must be between 1m and 7d")
+    return value
+
+
+def parse_valid_for(text: str) -> timedelta:
+    """Parse a `validFor` such as `15m`; raise ValueError naming the value when it is not valid."""
+    match = _PATTERN.match(text)
+    if not text or match is None or match.group("d") is not None:
+        raise ValueError(f"validFor {text!r} is not a duration like 15m, 1h or 1h30m")
+    parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    value = timedelta(hours=parts.get("h", 0), minutes=parts.get("m", 0), seconds=parts.get("s", 0))
+    if not MIN_VALID_FOR <= value <= MAX_VALID_FOR:
+        raise ValueError(f"validFor {text!r} must be between 1m and 24h")
     return value

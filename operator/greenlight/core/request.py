@@ -14,7 +14,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from greenlight.core.durations import DEFAULT_TIMEOUT, parse_timeout
+from greenlight.core.dsse import Envelope
+from greenlight.core.durations import (
+    DEFAULT_TIMEOUT,
+    DEFAULT_VALID_FOR,
+    parse_timeout,
+    parse_valid_for,
+)
 from greenlight.core.model import (
     ANN_REQUESTED_BY,
     ANN_TRACEPARENT,
@@ -29,6 +35,7 @@ from greenlight.core.timefmt import format_time, parse_time
 
 EMPTY_DIGEST = plan_digest("")
 DEFAULT_DURATION = parse_timeout(DEFAULT_TIMEOUT)
+DEFAULT_VALIDITY = parse_valid_for(DEFAULT_VALID_FOR)
 PREVIEW_LINES = 20
 PREVIEW_CHARS = 4096
 
@@ -113,6 +120,7 @@ class Status:
     decision: Decision | None = None
     notifications: tuple[Notification, ...] = ()
     conditions: tuple[Condition, ...] = ()
+    receipt: Envelope | None = None  # the signed receipt (core/receipts.py), once Approved
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type is kind), None)
@@ -149,6 +157,8 @@ class Status:
                 "via": d.via.value,
                 "reason": d.reason,
             }
+        if self.receipt is not None:
+            data["receipt"] = self.receipt.to_json()
         return data
 
     @classmethod
@@ -157,6 +167,7 @@ class Status:
         if not data.get("phase"):
             return cls()
         decision = data.get("decision")
+        receipt = data.get("receipt")
         return cls(
             phase=Phase(data["phase"]),
             requested_by=str(data.get("requestedBy") or ""),
@@ -197,6 +208,7 @@ class Status:
                 for c in data.get("conditions") or ()
                 if c.get("type") in ConditionType._value2member_map_
             ),
+            receipt=Envelope.from_json(receipt) if receipt else None,
         )
 
 
@@ -214,6 +226,7 @@ class Spec:
     plan_preview: str = ""
     plan_digest: str = EMPTY_DIGEST
     timeout: timedelta = DEFAULT_DURATION
+    valid_for: timedelta = DEFAULT_VALIDITY
     required_approvals: int = 1
     approvers_users: tuple[str, ...] = ()
     approvers_groups: tuple[str, ...] = ()
@@ -236,6 +249,7 @@ class Spec:
             plan_preview=preview(details),
             plan_digest=plan_digest(details),
             timeout=parse_timeout(str(spec.get("timeout") or DEFAULT_TIMEOUT)),
+            valid_for=parse_valid_for(str(spec.get("validFor") or DEFAULT_VALID_FOR)),
             required_approvals=int(policy.get("requiredApprovals", 1)),
             approvers_users=tuple(str(u) for u in approvers.get("users") or ()),
             approvers_groups=tuple(str(g) for g in approvers.get("groups") or ()),

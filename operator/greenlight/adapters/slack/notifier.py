@@ -52,6 +52,7 @@ class SlackNotifier:
     """Implements greenlight.adapters.notifiers.Notifier for Slack."""
 
     name = "slack"
+    immediate = False
 
     def __init__(self, client: AsyncWebClient, codec: TokenCodec, default_channel: str) -> None:
         self._client = client

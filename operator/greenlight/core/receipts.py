@@ -1,0 +1,198 @@
+"""Signed approval receipts: an in-toto Statement (v1) about the approved plan, in a DSSE envelope.
+
+When a request becomes Approved the operator signs a *receipt*: a statement whose subject is the
+plan (its SHA-256) and whose predicate (`https://greenlight.dev/approval/v1`) says which request
+was approved, for which action and target, by whom and when, and until when the approval may be
+used (`notAfter` = decision time + `spec.validFor`). Whoever runs the action checks it offline
+with the operator's public keys (`verify`): the signature, the plan's digest, the action and
+target, and the time.
+
+The envelope is DSSE v1 with Ed25519 (core/dsse.py). Ed25519 is deterministic, so signing the
+same statement again gives the same envelope: a converger that decides twice writes one receipt.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from greenlight.core.dsse import Envelope, Signer, pae, valid_signature
+from greenlight.core.lifecycle import AuditEntry, Transition
+from greenlight.core.model import Phase
+from greenlight.core.request import Request, Status
+from greenlight.core.timefmt import format_time, parse_time
+
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://greenlight.dev/approval/v1"
+SUBJECT_NAME = "plan"
+RECEIPT_EVENT = "receipt_issued"
+
+
+def statement(request: Request, status: Status) -> dict[str, Any]:
+    """The in-toto Statement for an Approved `status` of `request`."""
+    decision = status.decision
+    if status.phase is not Phase.APPROVED or decision is None:
+        raise ValueError("only an Approved request has a receipt")
+    spec = request.spec
+    digest = (status.plan_digest or spec.plan_digest).removeprefix("sha256:")
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": SUBJECT_NAME, "digest": {"sha256": digest}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "namespace": request.namespace,
+            "name": request.name,
+            "uid": request.uid,
+            "action": spec.action,
+            "target": spec.target,
+            "workflowId": spec.workflow_id,
+            "taskId": spec.task_id,
+            "requester": status.requested_by or request.requested_by,
+            "onBehalfOf": spec.on_behalf_of,
+            "requiredApprovals": spec.required_approvals,
+            "approvers": [
+                {"user": a.user, "at": format_time(a.at), "via": a.via.value}
+                for a in status.approvals
+            ],
+            "decidedAt": format_time(decision.at),
+            "notAfter": format_time(decision.at + spec.valid_for),
+        },
+    }
+
+
+def serialize(data: Mapping[str, Any]) -> bytes:
+    """The payload bytes: compact JSON with sorted keys (one byte string per statement)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def issue(request: Request, transition: Transition, signer: Signer) -> Transition:
+    """`transition` with a receipt added when it leaves the request Approved without one, and
+    the `receipt_issued` audit entry (written before the status, like every record)."""
+    status = transition.status
+    if status.phase is not Phase.APPROVED or status.receipt is not None:
+        return transition
+    envelope = signer.sign(PAYLOAD_TYPE, serialize(statement(request, status)))
+    entry = AuditEntry(
+        RECEIPT_EVENT,
+        actor="greenlight",
+        outcome="issued",
+        event_id=f"{request.uid}:receipt",
+        details={"digest": envelope.digest, "keyid": signer.key_id},
+    )
+    return replace(
+        transition,
+        status=replace(status, receipt=envelope),
+        audit=(*transition.audit, entry),
+    )
+
+
+class Outcome(enum.StrEnum):
+    VALID = "valid"
+    MALFORMED = "malformed"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    PLAN_MISMATCH = "plan_mismatch"
+    ACTION_MISMATCH = "action_mismatch"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Verification:
+    outcome: Outcome
+    reason: str
+    predicate: Mapping[str, Any] | None = None  # set once the signature was checked
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.VALID
+
+
+def plan_sha256(plan: bytes) -> str:
+    return hashlib.sha256(plan).hexdigest()
+
+
+def verify(
+    envelope: object,
+    public_keys: Mapping[str, Ed25519PublicKey],
+    *,
+    plan: bytes,
+    action: str,
+    target: str,
+    now: datetime,
+) -> Verification:
+    """Check a receipt (an `Envelope` or its JSON form) for running `action` on `target` with
+    `plan` at `now`. `public_keys` maps key ids to the operator's published keys. The checks run
+    in this order and the first failure is the outcome: form, signature, plan, action and
+    target, time. Nothing in the payload is trusted before its signature is."""
+    try:
+        env = envelope if isinstance(envelope, Envelope) else Envelope.from_json(envelope)
+    except ValueError as exc:
+        return Verification(Outcome.MALFORMED, str(exc))
+    if env.payload_type != PAYLOAD_TYPE:
+        return Verification(
+            Outcome.MALFORMED, f"payloadType is {env.payload_type!r}, not {PAYLOAD_TYPE!r}"
+        )
+    known = [s for s in env.signatures if s.keyid in public_keys]
+    if not known:
+        ids = ", ".join(s.keyid[:16] or "(none)" for s in env.signatures)
+        return Verification(Outcome.UNKNOWN_KEY, f"signed by no published key (key ids: {ids})")
+    message = pae(env.payload_type, env.payload)
+    if not any(valid_signature(public_keys[s.keyid], s.sig, message) for s in known):
+        return Verification(
+            Outcome.BAD_SIGNATURE, "the signature does not match the payload (edited or forged)"
+        )
+    try:
+        predicate, digest = _parse_statement(env.payload)
+        not_after = parse_time(str(predicate["notAfter"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        return Verification(Outcome.MALFORMED, f"signed, but not a Greenlight approval: {exc}")
+    actual = plan_sha256(plan)
+    if actual != digest:
+        return Verification(
+            Outcome.PLAN_MISMATCH,
+            f"the plan's sha256 is {actual[:16]}…, the approved plan's is {digest[:16]}…",
+            predicate,
+        )
+    for field, wanted in (("action", action), ("target", target)):
+        if predicate.get(field) != wanted:
+            return Verification(
+                Outcome.ACTION_MISMATCH,
+                f"approved {field} is {predicate.get(field)!r}, not {wanted!r}",
+                predicate,
+            )
+    if now >= not_after:
+        return Verification(
+            Outcome.EXPIRED, f"the approval could be used until {format_time(not_after)}", predicate
+        )
+    approvers = ", ".join(str(a.get("user")) for a in predicate.get("approvers") or ())
+    return Verification(
+        Outcome.VALID,
+        f"{predicate.get('namespace')}/{predicate.get('name')} approved by {approvers}, "
+        f"valid until {format_time(not_after)}",
+        predicate,
+    )
+
+
+def _parse_statement(payload: bytes) -> tuple[Mapping[str, Any], str]:
+    """The predicate and the plan's digest (hex) of a signed payload."""
+    data = json.loads(payload)
+    if not isinstance(data, Mapping) or data.get("_type") != STATEMENT_TYPE:
+        raise ValueError(f"_type is not {STATEMENT_TYPE}")
+    if data.get("predicateType") != PREDICATE_TYPE:
+        raise ValueError(f"predicateType is not {PREDICATE_TYPE}")
+    subjects = [s for s in data.get("subject") or () if s.get("name") == SUBJECT_NAME]
+    if len(subjects) != 1:
+        raise ValueError("the statement needs exactly one subject named plan")
+    digest = subjects[0].get("digest", {}).get("sha256")
+    predicate = data.get("predicate")
+    if not isinstance(digest, str) or not isinstance(predicate, Mapping):
+        raise ValueError("the plan subject has no sha256 digest, or there is no predicate")
+    return predicate, digest
