@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import yaml
 
 from greenlight.core import audit, receipts
-from greenlight.core.durations import parse_timeout
+from greenlight.core.durations import parse_timeout, parse_valid_for
 from greenlight.core.model import Phase
 
 EXIT_ERROR = 1
@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     req.add_argument("--plan-summary", help="one line shown in notifications")
     req.add_argument("--timeout", default="1h", help="1m..7d (default 1h)")
+    req.add_argument(
+        "--valid-for", help="how long the receipt may be used after approval, 1m..24h (default 15m)"
+    )
     req.add_argument("--approvals", type=int, default=1, help="distinct approvers needed (1..10)")
     req.add_argument(
         "--approver", action="append", default=[], help="allowed approver (repeatable)"
@@ -263,6 +266,8 @@ def _operator(args: argparse.Namespace) -> int:
 
 def _request(args: argparse.Namespace) -> int:
     parse_timeout(args.timeout)  # a bad value is named before any cluster is contacted
+    if args.valid_for is not None:
+        parse_valid_for(args.valid_for)
     details = None
     if args.plan_file is not None:
         details = sys.stdin.read() if str(args.plan_file) == "-" else args.plan_file.read_text()
@@ -276,6 +281,7 @@ def _request(args: argparse.Namespace) -> int:
         plan_summary=args.plan_summary,
         plan_details=details,
         timeout=args.timeout,
+        valid_for=args.valid_for,
         approvals=args.approvals,
         approvers_users=tuple(args.approver),
         approvers_groups=tuple(args.approver_group),

@@ -23,7 +23,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from greenlight.core.durations import parse_timeout
+from greenlight.core.durations import parse_timeout, parse_valid_for
 from greenlight.core.model import (
     ANN_CANCEL,
     ANN_DECISION,
@@ -100,6 +100,7 @@ class ApprovalClient:
         plan_summary: str | None = None,
         plan_details: str | None = None,
         timeout: str = "1h",
+        valid_for: str | None = None,
         approvals: int = 1,
         approvers_users: tuple[str, ...] = (),
         approvers_groups: tuple[str, ...] = (),
@@ -108,6 +109,8 @@ class ApprovalClient:
     ) -> dict[str, Any]:
         """The ApprovalRequest to create; the caller's trace context rides along."""
         parse_timeout(timeout)
+        if valid_for is not None:
+            parse_valid_for(valid_for)
         requester: dict[str, Any] = {"workflowId": workflow_id}
         if task_id:
             requester["taskId"] = task_id
@@ -120,6 +123,8 @@ class ApprovalClient:
             "timeout": timeout,
             "policy": {"requiredApprovals": approvals},
         }
+        if valid_for is not None:
+            spec["validFor"] = valid_for
         if approvers_users or approvers_groups:
             spec["policy"]["approvers"] = {
                 "users": list(approvers_users),

@@ -202,9 +202,12 @@ def test_webhooks_fail_closed_and_trust_the_ca_that_signed_the_serving_cert(
         ],
     }
     # As the admission handlers declare them (`side_effects=` in adapters/admission.py).
+    # Refusals are audited (not on a dry run); the delete webhook only notes who asked.
     side_effects = {
-        "MutatingWebhookConfiguration": "NoneOnDryRun",
-        "ValidatingWebhookConfiguration": "None",
+        "greenlight-admission-mutate": "NoneOnDryRun",
+        "greenlight-admission-validate": "NoneOnDryRun",
+        "greenlight-admission-status": "NoneOnDryRun",
+        "greenlight-admission-delete": "None",
     }
     operator = f"system:serviceaccount:{NAMESPACE}:greenlight"
     for kind, hooks in expected.items():
@@ -212,7 +215,7 @@ def test_webhooks_fail_closed_and_trust_the_ca_that_signed_the_serving_cert(
         assert [w["name"] for w in webhooks] == [f"{h}.greenlight.dev" for h, _, _ in hooks]
         for webhook, (handler, resources, operations) in zip(webhooks, hooks, strict=True):
             assert webhook["failurePolicy"] == "Fail"
-            assert webhook["sideEffects"] == side_effects[kind]
+            assert webhook["sideEffects"] == side_effects[handler]
             assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_pem
             assert webhook["clientConfig"]["service"] == {
                 "name": service,

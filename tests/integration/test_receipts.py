@@ -3,16 +3,25 @@ offline by `greenlight verify`, and never present on a request that was not appr
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.support.identities import GreenlightCli, cli_for
 from tests.support.kubectl import Kubectl
 from tests.support.manifests import annotate, approval_request, create, wait_phase
 from tests.support.operator import OperatorProcess
 from tests.support.operator_fixtures import People
 
+from greenlight.adapters import receiptkeys
+from greenlight.core import receipts
+from greenlight.core.dsse import Signer, parse_public_keys
+from greenlight.core.timefmt import format_time, now
 from greenlight.devcluster import ControlPlane
 
 PLAN = "- aws:s3:Bucket logs\n"
@@ -158,3 +167,47 @@ def test_valid_for_outside_1m_to_24h_is_refused_by_the_api_server(
         )
         assert done.returncode != 0
         assert message in done.stderr
+
+
+def test_published_keys_keep_receipts_of_a_rotated_key_verifiable(
+    kube_client: Any, namespace: str, cli: GreenlightCli, tmp_path: Path
+) -> None:
+    old, new = Signer(Ed25519PrivateKey.generate()), Signer(Ed25519PrivateKey.generate())
+    for signer in (old, new, new):  # a restart publishes the same key again
+        asyncio.run(receiptkeys.publish(kube_client, namespace, "receipt-keys", signer))
+    where = f"{namespace}/receipt-keys"
+
+    printed = cli("receipt", "keys", "--keys-configmap", where)
+    assert printed.returncode == 0, printed.stderr
+    assert set(parse_public_keys(printed.stdout)) == {old.key_id, new.key_id}
+
+    statement = {
+        "_type": receipts.STATEMENT_TYPE,
+        "subject": [{"name": "plan", "digest": {"sha256": hashlib.sha256(b"plan").hexdigest()}}],
+        "predicateType": receipts.PREDICATE_TYPE,
+        "predicate": {
+            "namespace": namespace,
+            "name": "old",
+            "action": "pulumi destroy",
+            "target": "production",
+            "approvers": [{"user": "alice"}],
+            "notAfter": format_time(now() + timedelta(minutes=10)),
+        },
+    }
+    receipt, plan = tmp_path / "receipt.json", tmp_path / "plan.txt"
+    receipt.write_text(
+        json.dumps(old.sign(receipts.PAYLOAD_TYPE, receipts.serialize(statement)).to_json())
+    )
+    plan.write_bytes(b"plan")
+    what = ("--action", "pulumi destroy", "--target", "production")
+    checked = cli(
+        "verify",
+        "--receipt",
+        str(receipt),
+        "--plan-file",
+        str(plan),
+        "--keys-configmap",
+        where,
+        *what,
+    )
+    assert checked.returncode == 0, checked.stderr

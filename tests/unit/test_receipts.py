@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -19,6 +20,7 @@ from tests.support.marks import KEY, signed, stamp
 
 from greenlight import cli
 from greenlight.adapters.receiptkeys import load_or_create_signer
+from greenlight.client import ApprovalClient
 from greenlight.core import lifecycle, receipts
 from greenlight.core.dsse import (
     Envelope,
@@ -229,6 +231,16 @@ def test_no_receipt_unless_approved(
     assert "receipt_issued" not in [e.event for e in transition.audit]
 
 
+def test_a_request_approved_before_receipts_existed_is_not_given_one(signer: Signer) -> None:
+    body = obj(("alice", Action.APPROVE))
+    _, approved = decide(body, Signer(Ed25519PrivateKey.generate()))
+    body["status"] = {k: v for k, v in approved.status.to_json().items() if k != "receipt"}
+
+    request, later = decide(body, signer)
+    assert later.status.receipt is None
+    assert not later.changes(request.status)
+
+
 def test_an_expired_request_has_no_receipt(signer: Signer) -> None:
     request = Request.parse(obj(), KEY)
     transition = receipts.issue(
@@ -332,7 +344,7 @@ def test_a_payload_re_signed_by_an_unpublished_key_is_refused(
     assert check(claiming, keys(signer), plan=b"rm -rf /").outcome is Outcome.BAD_SIGNATURE
 
 
-def test_the_payload_type_is_covered_by_the_signature(receipt: Envelope, signer: Signer) -> None:
+def test_another_payload_type_is_refused(receipt: Envelope, signer: Signer) -> None:
     retyped = Envelope("application/json", receipt.payload, receipt.signatures)
 
     assert check(retyped, keys(signer)).outcome is Outcome.MALFORMED
@@ -493,3 +505,22 @@ def test_receipt_keys_prints_a_keys_file_from_the_key_file(
     out = capsys.readouterr().out
     assert out.startswith(f"keyid {signer.key_id}\n-----BEGIN PUBLIC KEY-----")
     assert set(parse_public_keys(out)) == {signer.key_id}
+
+
+def test_the_sdk_sets_valid_for_and_refuses_a_bad_one_before_sending() -> None:
+    client = ApprovalClient("ci", api_client=kubernetes.client.ApiClient())
+    fields: dict[str, Any] = {"action": "a", "target": "t", "workflow_id": "wf-1"}
+
+    assert client.manifest(**fields, valid_for="1h")["spec"]["validFor"] == "1h"
+    assert "validFor" not in client.manifest(**fields)["spec"]
+    with pytest.raises(ValueError, match="between 1m and 24h"):
+        client.manifest(**fields, valid_for="25h")
+
+
+def test_request_refuses_a_bad_valid_for_before_contacting_a_cluster(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["request", "--action", "a", "--target", "t", "--workflow-id", "w"]
+
+    assert cli.main([*argv, "--valid-for", "2d"]) == 1
+    assert "validFor '2d'" in capsys.readouterr().err

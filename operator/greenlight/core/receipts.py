@@ -74,10 +74,13 @@ def serialize(data: Mapping[str, Any]) -> bytes:
 
 
 def issue(request: Request, transition: Transition, signer: Signer) -> Transition:
-    """`transition` with a receipt added when it leaves the request Approved without one, and
-    the `receipt_issued` audit entry (written before the status, like every record)."""
+    """`transition` with a receipt added when it moves the request into Approved, and the
+    `receipt_issued` audit entry (written before the status, like every record). The receipt
+    lands in the same status write as the phase, so it exists exactly for Approved requests; a
+    request approved before receipts existed is left without one rather than given a receipt
+    dated later than its decision."""
     status = transition.status
-    if status.phase is not Phase.APPROVED or status.receipt is not None:
+    if transition.entered is not Phase.APPROVED or status.receipt is not None:
         return transition
     envelope = signer.sign(PAYLOAD_TYPE, serialize(statement(request, status)))
     entry = AuditEntry(
@@ -152,7 +155,7 @@ def verify(
     try:
         predicate, digest = _parse_statement(env.payload)
         not_after = parse_time(str(predicate["notAfter"]))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return Verification(Outcome.MALFORMED, f"signed, but not a Greenlight approval: {exc}")
     actual = plan_sha256(plan)
     if actual != digest:
@@ -172,7 +175,10 @@ def verify(
         return Verification(
             Outcome.EXPIRED, f"the approval could be used until {format_time(not_after)}", predicate
         )
-    approvers = ", ".join(str(a.get("user")) for a in predicate.get("approvers") or ())
+    approvers = ", ".join(
+        str(a.get("user") if isinstance(a, Mapping) else a)
+        for a in predicate.get("approvers") or ()
+    )
     return Verification(
         Outcome.VALID,
         f"{predicate.get('namespace')}/{predicate.get('name')} approved by {approvers}, "
