@@ -166,6 +166,7 @@ class Watcher:
     latest: dict[str, Obj] = field(default_factory=dict)
     _waiters: dict[str, list[Waiter]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    _version: str = ""
     _listeners: list[Callable[[str, Obj, float], None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -173,10 +174,15 @@ class Watcher:
         for obj in listing.get("items", []):
             self.latest[obj["metadata"]["name"]] = self._kept(obj)
         rv = str(listing["metadata"]["resourceVersion"])
-        self._task = asyncio.create_task(
-            self.api.watch(self.namespace, rv, self._event, path=self.path)
-        )
+        self._task = asyncio.create_task(self._follow(rv))
         self._task.add_done_callback(self._ended)
+
+    async def _follow(self, resource_version: str) -> None:
+        """Watch from `resource_version`; when the API server ends the stream (it closes
+        watchers that fall behind, e.g. on big objects), go on from the last version seen."""
+        self._version = resource_version
+        while True:
+            await self.api.watch(self.namespace, self._version, self._event, path=self.path)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         """A watch that fails fails its waiters too (instead of leaving them to time out)."""
@@ -229,7 +235,10 @@ class Watcher:
     def _event(self, kind: str, obj: Obj, arrived: float) -> None:
         if self._task is not None and self._task.done():
             return
+        if kind == "ERROR":  # e.g. 410 Gone: the version to go on from is no longer kept
+            raise ApiError(int(obj.get("code") or 0), str(obj.get("message") or obj))
         name = obj["metadata"]["name"]
+        self._version = str(obj["metadata"].get("resourceVersion") or self._version)
         if kind == "DELETED":
             self.latest.pop(name, None)
         else:
