@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,11 @@ class _NoDiffBase(kopf.DiffBaseStorage):
     """kopf keeps no diff-base: the handlers are level-triggered (`on.event`) and need no diff,
     and kopf's default reads a last-handled-configuration annotation that any patcher can
     corrupt (kopf then fails on every event for the object) and that would copy the plan."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()  # nothing to compare: kopf's default deep-copies every body
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return None
