@@ -156,6 +156,8 @@ def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> bytes:
     settings.persistence.diffbase_storage = _NoDiffBase()
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.posting.level = logging.WARNING
+    # kopf lists what exists before it watches: in pages, not in one response of every body.
+    settings.watching.chunk_size = 500
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
