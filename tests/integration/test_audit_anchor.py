@@ -207,7 +207,7 @@ def test_operator_refuses_to_continue_a_log_truncated_while_it_was_stopped(
     try:
         assert operator.metric("greenlight_audit_chain_broken") == 0
         create(kubectl, approval_request("before", ns), people.orchestrator)
-        poll(lambda: anchored_seq(kube_client, ns) or None, timeout=15)
+        poll(lambda: anchored_seq(kube_client, ns) or None, timeout=45)
         operator.stop()
         anchored = anchored_seq(kube_client, ns)
         assert anchored is not None
@@ -216,9 +216,9 @@ def test_operator_refuses_to_continue_a_log_truncated_while_it_was_stopped(
         head_path(operator.audit_file).unlink()
 
         operator.start()
-        assert operator.metric("greenlight_audit_chain_broken") == 1
+        poll(lambda: operator.metric("greenlight_audit_chain_broken") == 1, timeout=30)
         create(kubectl, approval_request("after", ns), people.orchestrator)
-        refused = poll(lambda: refusals_logged(operator, "after"), timeout=15)
+        refused = poll(lambda: refusals_logged(operator, "after"), timeout=45)
         assert "the audit chain is broken" in refused[0]
         assert (get(kubectl, ns, "after").get("status") or {}).get("phase") != "Pending"
         assert operator.audit_file.read_text() == ""
@@ -234,10 +234,10 @@ def test_operator_refuses_to_continue_a_log_truncated_while_it_was_stopped(
         )  # fmt: skip
         assert reset.returncode == 0, reset.stderr
         operator.restart()
-        assert operator.metric("greenlight_audit_chain_broken") == 0
+        poll(lambda: operator.metric("greenlight_audit_chain_broken") == 0, timeout=30)
         records = poll(
             lambda: [r for r in operator.audit_records() if r["event"] == "requested"] or None,
-            timeout=30,
+            timeout=60,
         )
         assert records[0]["request"]["name"] == "after"
         first = operator.audit_records()[0]
