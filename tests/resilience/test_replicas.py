@@ -25,10 +25,18 @@ PEERING = "greenlight-resilience"
 
 
 def replica(plane: ControlPlane, workdir: Path, priority: int) -> OperatorProcess:
+    """One replica with its own audit chain; every replica shares one audit key (as the chart's
+    Secret gives them), from which the key of Greenlight's marks is derived: a stamp one
+    replica's webhook wrote must verify in the replica that reconciles."""
+    shared_key = workdir.parent / "shared-audit.key"
     return OperatorProcess(
         plane,
         workdir,
-        env={"GREENLIGHT_PEERING": PEERING, "GREENLIGHT_PRIORITY": str(priority)},
+        env={
+            "GREENLIGHT_PEERING": PEERING,
+            "GREENLIGHT_PRIORITY": str(priority),
+            "GREENLIGHT_AUDIT_KEY_FILE": str(shared_key),
+        },
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -98,10 +99,19 @@ class OperatorProcess:
                 raise RuntimeError(
                     f"operator exited with {self.process.returncode}:\n{self.tail()}"
                 )
-            if self._healthy() and self.webhook_points_here():
+            if self._healthy() and self._webhook_listening() and self.webhook_points_here():
                 return
             time.sleep(0.2)
         raise TimeoutError(f"operator not ready after {timeout}s:\n{self.tail()}")
+
+    def _webhook_listening(self) -> bool:
+        """The webhook server accepts connections (after a restart on the same port, the
+        configuration points here before the new server listens)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.webhook_port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def _healthy(self) -> bool:
         try:
