@@ -26,7 +26,7 @@ from greenlight.adapters.ledger import Ledger
 from greenlight.core import lifecycle, receipts
 from greenlight.core.dsse import Signer
 from greenlight.core.model import GROUP, KIND, VERSION, Phase
-from greenlight.core.request import Request
+from greenlight.core.request import Request, Status
 from greenlight.core.timefmt import now
 from greenlight.kube import Kube, NotFound
 from greenlight.telemetry import logs, metrics, spans, traces
@@ -117,20 +117,22 @@ class Converger:
             ) as span,
         ):
             decided = await self._decide(request, body, span)
-            if decided is None:
-                return
-            current, failure = decided
-            if not failure:
-                current, failure = await self.announcer.tell(current)
-            self.track(current)
-            if failure:
-                _log.error(
-                    "notification failed; retrying",
-                    uid=current.uid,
-                    error=failure,
-                    retry_in_seconds=NOTIFY_RETRY,
-                )
-                self.clock.retry(NOTIFY_RETRY, namespace, name)
+            if decided is not None:
+                await self._act(*decided)
+
+    async def _act(self, current: Request, failure: str) -> None:
+        """Tell people what the decision left due, remember the request, retry what failed."""
+        if not failure:
+            current, failure = await self.announcer.tell(current)
+        self.track(current)
+        if failure:
+            _log.error(
+                "notification failed; retrying",
+                uid=current.uid,
+                error=failure,
+                retry_in_seconds=NOTIFY_RETRY,
+            )
+            self.clock.retry(NOTIFY_RETRY, current.namespace, current.name)
 
     async def _decide(
         self, request: Request, body: Mapping[str, Any], span: trace.Span
@@ -155,13 +157,7 @@ class Converger:
             await self._audit(request, body, transition)
             if not transition.changes(request.status):
                 return request
-            status = transition.status
-            if (
-                transition.entered is Phase.PENDING
-                and self.announcer.notifier.immediate
-                and lifecycle.to_announce(status)
-            ):
-                status = await self.announcer.first(request, status, announcement)
+            status = await self._announced_first(request, transition, announcement)
             written = await self.kube.patch_status(
                 request.namespace, request.name, status.to_json(), request.resource_version
             )
@@ -176,6 +172,20 @@ class Converger:
             return None
         except StillConflicting as exc:
             raise RetryLater(str(exc), CONFLICT_RETRY) from exc
+
+    async def _announced_first(
+        self, request: Request, transition: lifecycle.Transition, first: FirstAnnouncement
+    ) -> Status:
+        """The status to write: a new request told by an immediate notifier carries its
+        announcement already (one write instead of two)."""
+        status = transition.status
+        if (
+            transition.entered is Phase.PENDING
+            and self.announcer.notifier.immediate
+            and lifecycle.to_announce(status)
+        ):
+            status = await self.announcer.first(request, status, first)
+        return status
 
     async def _audit(
         self, request: Request, body: Mapping[str, Any], transition: lifecycle.Transition
