@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from greenlight.core.plans import PlanReading
+
 GROUP = "greenlight.dev"
 VERSION = "v1alpha1"
 PLURAL = "approvalrequests"
@@ -98,3 +100,5 @@ class RequestView:
     slack_channel: str = ""
     approvals: tuple[str, ...] = ()
     decision: Decision | None = None
+    teams_conversation: str = ""  # spec.notify.teams.conversation
+    plan_reading: PlanReading | None = None  # status.plan: Greenlight's reading of the plan
