@@ -83,7 +83,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["refusals"] = refusals
     ledger = Ledger()
     decisions = DecisionService(kube, refusals, ledger, marks_key)
-    notifier, stop_notifier = await _notifier(config, decisions, refusals)
+    notifiers, stops = await _notifiers(config, decisions, refusals)
     signer = receiptkeys.load_or_create_signer(
         config.receipt_key_file or config.audit_file.parent / "receipt.key"
     )
@@ -92,11 +92,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             kube.api_client, config.receipt_keys_namespace, config.receipt_keys_name, signer
         )
     converger = Converger(
-        kube, audit, Announcer(kube, audit, notifier, marks_key), marks_key, ledger, signer
+        kube, audit, Announcer(kube, audit, notifiers, marks_key), marks_key, ledger, signer
     )
     memo["converger"] = converger
     memo["gate"] = AdmissionGate(kube, refusals, ledger, marks_key, operator)
-    memo["stop_notifier"] = stop_notifier
+    memo["stop_notifiers"] = stops
     try:
         memo["metrics_server"] = metrics.serve(config.metrics_port)
     except OSError as exc:
@@ -118,7 +118,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     _log.info(
         "greenlight operator started",
         identity=operator.user,
-        notifier=notifier.name,
+        notifiers=[n.name for n in notifiers],
         audit_file=str(config.audit_file),
         namespaces=list(config.namespaces) or "all",
     )
@@ -189,30 +189,37 @@ def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> bytes:
     return Path(ca or cert).read_bytes()
 
 
-async def _notifier(
+async def _notifiers(
     config: Settings, decisions: DecisionService, refusals: RefusalLog
-) -> tuple[Notifier, Callable[[], Awaitable[None]] | None]:
-    """Slack when a bot token is configured; the console otherwise (the embedded default)."""
-    if not config.slack_enabled:
-        people = logs.for_people(sys.stdout, config.log_format)
-        return ConsoleNotifier(sys.stdout if people else None), None
-    from greenlight.adapters import slack
+) -> tuple[list[Notifier], list[Callable[[], Awaitable[None]]]]:
+    """Every configured chat channel (Slack, Teams); the console when none is (the embedded
+    default). Each channel is one module with a `start_*` that returns its notifier and how
+    to stop receiving its clicks."""
+    notifiers: list[Notifier] = []
+    stops: list[Callable[[], Awaitable[None]]] = []
+    if config.slack_enabled:
+        from greenlight.adapters import slack
 
-    port = slack.DecisionsPort(
-        submit_decision=decisions.submit_decision,
-        find_request_by_uid=decisions.find_request_by_uid,
-        record_audit=refusals.refused_attempt,
-    )
-    slack_runtime = await slack.start_slack(
-        config,
-        port,
-        host=config.slack_interactions_host,
-        email_strategy=slack.EmailStrategy(config.slack_user_mapping),
-    )
-    _log.info(
-        "slack connected", mode=slack_runtime.mode, interactions=slack_runtime.interactions_url
-    )
-    return slack_runtime.notifier, slack_runtime.stop
+        port = slack.DecisionsPort(
+            submit_decision=decisions.submit_decision,
+            find_request_by_uid=decisions.find_request_by_uid,
+            record_audit=refusals.refused_attempt,
+        )
+        slack_runtime = await slack.start_slack(
+            config,
+            port,
+            host=config.slack_interactions_host,
+            email_strategy=slack.EmailStrategy(config.slack_user_mapping),
+        )
+        _log.info(
+            "slack connected", mode=slack_runtime.mode, interactions=slack_runtime.interactions_url
+        )
+        notifiers.append(slack_runtime.notifier)
+        stops.append(slack_runtime.stop)
+    if not notifiers:
+        people = logs.for_people(sys.stdout, config.log_format)
+        notifiers.append(ConsoleNotifier(sys.stdout if people else None))
+    return notifiers, stops
 
 
 @kopf.on.cleanup()
@@ -221,9 +228,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         task: asyncio.Task[None] | None = memo.get(name)
         if task is not None:
             task.cancel()
-    stop_notifier = memo.get("stop_notifier")
-    if stop_notifier is not None:
-        await stop_notifier()
+    for stop in memo.get("stop_notifiers") or ():
+        await stop()
     refusals: RefusalLog | None = memo.get("refusals")
     if refusals is not None:
         await refusals.close()

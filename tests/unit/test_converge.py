@@ -52,9 +52,13 @@ class RecordingNotifier:
     def __init__(self) -> None:
         self.announced: list[RequestView] = []
         self.resolved: list[tuple[RequestView, NotificationRef]] = []
+        self.reminded: list[tuple[RequestView, str]] = []
         self.failing = ""
 
-    async def notify(self, request: RequestView) -> NotificationRef:
+    def channels(self, request: RequestView) -> tuple[str, ...]:
+        return ("console",)
+
+    async def notify(self, request: RequestView, channel: str | None = None) -> NotificationRef:
         if self.failing:
             raise NotifierError(self.failing)
         self.announced.append(request)
@@ -64,6 +68,9 @@ class RecordingNotifier:
         if self.failing:
             raise NotifierError(self.failing)
         self.resolved.append((request, ref))
+
+    async def remind(self, request: RequestView, ref: NotificationRef, text: str) -> None:
+        self.reminded.append((request, text))
 
 
 @dataclass
@@ -118,7 +125,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     kube = FakeKube()
     audit = AuditLog(tmp_path / "audit.log", key=b"k" * 32)
     notifier = RecordingNotifier()
-    converger = Converger(kube, audit, Announcer(kube, audit, notifier, KEY), KEY)
+    converger = Converger(kube, audit, Announcer(kube, audit, [notifier], KEY), KEY)
     yield Rig(kube, audit, notifier, converger, posted)
     audit.close()
 

@@ -9,8 +9,8 @@ loses a race, it is recorded on the fresh object, never sent again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import structlog
 from opentelemetry import trace
@@ -19,6 +19,7 @@ from greenlight.adapters.auditlog import AuditLog, AuditWriteError
 from greenlight.adapters.conflicts import retry_on_conflict
 from greenlight.adapters.notifiers import NotificationRef, Notifier, NotifierError
 from greenlight.core import lifecycle
+from greenlight.core.model import Phase
 from greenlight.core.request import Condition, ConditionType, Request, Status
 from greenlight.core.timefmt import now
 from greenlight.kube import Kube, NotFound
@@ -33,8 +34,9 @@ NOTIFY_RETRY = 15.0
 class FirstAnnouncement:
     """A new request's announcement, made once across the retries of its first write."""
 
-    ref: NotificationRef | None = None
+    sent: list[tuple[str, str, NotificationRef]] = field(default_factory=list)
     failure: str = ""
+    failed_via: str = ""
     tried: bool = False
 
 
@@ -42,76 +44,118 @@ class FirstAnnouncement:
 class Announcer:
     kube: Kube
     audit: AuditLog
-    notifier: Notifier
+    notifiers: Sequence[Notifier]
     marks_key: bytes
+
+    @property
+    def immediate(self) -> bool:
+        """Every notifier delivers locally (the console): a new request is told before its
+        first status write."""
+        return all(n.immediate for n in self.notifiers)
+
+    def targets(self, request: Request) -> tuple[tuple[str, str], ...]:
+        """Every (notifier, channel) this request is announced on."""
+        view = request.view()
+        return tuple((n.name, channel) for n in self.notifiers for channel in n.channels(view))
+
+    def due(self, request: Request) -> tuple[tuple[str, str], ...]:
+        """The announcements still owed to `request`."""
+        return lifecycle.to_announce(request.status, self.targets(request))
+
+    def lost(self, request: Request) -> tuple[tuple[str, str], ...]:
+        """Announcements audited as sent but missing from the status of a terminal request
+        (the operator died between sending and recording): found again and resolved."""
+        status = request.status
+        if status.phase is None or not status.phase.terminal:
+            return ()
+        return tuple(
+            (via, to)
+            for via, to in self.targets(request)
+            if not any(n.covers(via, to) for n in status.notifications)
+            and self.audit.has(notified_event(request.uid, via, to))
+        )
 
     async def tell(self, request: Request) -> tuple[Request, str]:
         """Announce or resolve what is due on `request`; return it as recorded, and what failed
         ("" when nothing did; the caller tries again after NOTIFY_RETRY seconds)."""
-        status, failure = request.status, ""
-        if lifecycle.to_announce(status):
-            ref, failure = await self._notify(request)
+        status, failures = request.status, []
+        for via, to in self.due(request) or self.lost(request):
+            ref, failure = await self._notify(request, via, to)
             if ref is not None:
-                await self._audit_notified(request, ref)
-                change = _announced(ref, self.notifier.name)
-                status = change(status)
-        elif status.phase is not None and status.phase.terminal:
-            if not status.notifications and self.audit.has(f"{request.uid}:notified"):
-                # Announced, then the operator died before recording where: find the
-                # announcement again (the Slack notifier returns its earlier message).
-                ref, failure = await self._notify(request)
-                if ref is not None:
-                    status = _announced(ref, self.notifier.name)(status)
-            status, failure = await self._resolve(request, status, failure)
-        if failure:
-            status = lifecycle.notify_failed(status, self.notifier.name, failure, now())
+                if status.phase is Phase.PENDING:
+                    await self._audit_notified(request, via, to, ref)
+                status = _announced(ref, via, to)(status)
+            if failure:
+                failures.append((via, failure))
+        if status.phase is not None and status.phase.terminal:
+            status, failed = await self._resolve(request, status)
+            failures.extend(failed)
+        for via, failure in failures:
+            status = lifecycle.notify_failed(status, via, failure, now())
         if status != request.status:
             request = await self._record(request, status)
-        return request, failure
+        return request, "; ".join(f"{via}: {failure}" for via, failure in failures)
 
     async def first(
         self, request: Request, status: Status, announcement: FirstAnnouncement
     ) -> Status:
-        """`status` (a new request's first) with its announcement: sent now, or the one sent
+        """`status` (a new request's first) with its announcements: sent now, or the ones sent
         by an earlier try of the same write (what was sent is never sent again)."""
+        pending = replace(request, status=status)
         if not announcement.tried:
             announcement.tried = True
-            pending = replace(request, status=status)
-            announcement.ref, announcement.failure = await self._notify(pending)
-            if announcement.ref is not None:
-                await self._audit_notified(pending, announcement.ref)
-        if announcement.ref is None:
-            return lifecycle.notify_failed(status, self.notifier.name, announcement.failure, now())
-        return _announced(announcement.ref, self.notifier.name)(status)
+            for via, to in lifecycle.to_announce(status, self.targets(pending)):
+                ref, failure = await self._notify(pending, via, to)
+                if ref is not None:
+                    await self._audit_notified(pending, via, to, ref)
+                    announcement.sent.append((via, to, ref))
+                if failure:
+                    announcement.failure = failure
+                    announcement.failed_via = via
+        for via, to, ref in announcement.sent:
+            status = _announced(ref, via, to)(status)
+        if announcement.failure:
+            status = lifecycle.notify_failed(
+                status, announcement.failed_via, announcement.failure, now()
+            )
+        return status
 
-    async def _notify(self, request: Request) -> tuple[NotificationRef | None, str]:
+    def _notifier(self, via: str) -> Notifier:
+        return next(n for n in self.notifiers if n.name == via)
+
+    async def _notify(
+        self, request: Request, via: str, to: str
+    ) -> tuple[NotificationRef | None, str]:
         started = time.monotonic()
         try:
-            with _tracer.start_as_current_span(
-                spans.NOTIFY, attributes={spans.ATTR_CHANNEL: self.notifier.name}
-            ):
-                ref = await self.notifier.notify(request.view())
+            with _tracer.start_as_current_span(spans.NOTIFY, attributes={spans.ATTR_CHANNEL: via}):
+                ref = await self._notifier(via).notify(request.view(), to)
         except NotifierError as exc:
-            metrics.observe_notification(self.notifier.name, "failure", time.monotonic() - started)
+            metrics.observe_notification(via, "failure", time.monotonic() - started)
             return None, str(exc)
-        metrics.observe_notification(self.notifier.name, "success", time.monotonic() - started)
+        metrics.observe_notification(via, "success", time.monotonic() - started)
         return ref, ""
 
-    async def _resolve(self, request: Request, status: Status, failure: str) -> tuple[Status, str]:
-        done = []
+    async def _resolve(
+        self, request: Request, status: Status
+    ) -> tuple[Status, list[tuple[str, str]]]:
+        done, failures = [], []
         for entry in lifecycle.to_resolve(status):
+            via = entry.via or self.notifiers[0].name
+            if not any(n.name == via for n in self.notifiers):
+                continue  # a notifier no longer configured: nothing can update its message
             try:
                 with _tracer.start_as_current_span(
-                    spans.NOTIFY_RESOLVE, attributes={spans.ATTR_CHANNEL: self.notifier.name}
+                    spans.NOTIFY_RESOLVE, attributes={spans.ATTR_CHANNEL: via}
                 ):
-                    await self.notifier.resolve(
+                    await self._notifier(via).resolve(
                         request.view(status), NotificationRef(entry.channel, entry.ref)
                     )
             except NotifierError as exc:
-                failure = str(exc)
+                failures.append((via, str(exc)))
                 continue
             done.append(entry)
-        return lifecycle.resolved(status, done, now()), failure
+        return lifecycle.resolved(status, done, now()), failures
 
     async def _record(self, request: Request, status: Status) -> Request:
         """Write the notifications and the Notified condition; on a conflict, carry the same
@@ -141,23 +185,30 @@ class Announcer:
         except NotFound:
             return request
 
-    async def _audit_notified(self, request: Request, ref: NotificationRef) -> None:
+    async def _audit_notified(
+        self, request: Request, via: str, to: str, ref: NotificationRef
+    ) -> None:
         try:
             await self.audit.record(
                 "notified",
                 request=request.subject(),
                 actor="greenlight",
                 outcome="sent",
-                details={"channel": ref.channel, "ref": ref.ref},
-                event_id=f"{request.uid}:notified",
+                details={"notifier": via, "channel": ref.channel, "ref": ref.ref},
+                event_id=notified_event(request.uid, via, to),
             )
         except AuditWriteError as exc:
             metrics.AUDIT_WRITE_FAILURES.inc()
             _log.error("audit write failed for a notification", error=str(exc))
 
 
-def _announced(ref: NotificationRef, notifier: str) -> Callable[[Status], Status]:
-    return lambda status: lifecycle.announced(status, ref.channel, ref.ref, notifier, now())
+def notified_event(uid: str, via: str, to: str) -> str:
+    """The audit event id of one announcement: written once, whatever retries follow."""
+    return f"{uid}:notified:{via}:{to}"
+
+
+def _announced(ref: NotificationRef, via: str, to: str) -> Callable[[Status], Status]:
+    return lambda status: lifecycle.announced(status, ref.channel, ref.ref, via, now(), to=to)
 
 
 def _merged(fresh: Status, ours: Status) -> tuple[Condition, ...]:

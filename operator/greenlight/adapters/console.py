@@ -84,7 +84,10 @@ class ConsoleNotifier:
         """With `stream`, print blocks for people to it; without, log structured lines."""
         self._stream = stream
 
-    async def notify(self, request: RequestView) -> NotificationRef:
+    def channels(self, request: RequestView) -> tuple[str, ...]:
+        return ("console",)
+
+    async def notify(self, request: RequestView, channel: str | None = None) -> NotificationRef:
         if self._stream is not None:
             self._stream.write(block(request))
             self._stream.flush()
@@ -114,4 +117,13 @@ class ConsoleNotifier:
             by=decision.by if decision else None,
             via=decision.via.value if decision else None,
             reason=decision.reason if decision else None,
+        )
+
+    async def remind(self, request: RequestView, ref: NotificationRef, text: str) -> None:
+        _log.info(
+            "approval still pending",
+            namespace=request.namespace,
+            name=request.name,
+            note=text,
+            **commands(request),
         )

@@ -181,8 +181,8 @@ class Converger:
         status = transition.status
         if (
             transition.entered is Phase.PENDING
-            and self.announcer.notifier.immediate
-            and lifecycle.to_announce(status)
+            and self.announcer.immediate
+            and self.announcer.due(replace(request, status=status))
         ):
             status = await self.announcer.first(request, status, first)
         return status
@@ -227,13 +227,9 @@ class Converger:
         """Whether reconciling `request` now would do nothing: no status write, no audit record
         not yet written, no message to send or update."""
         status = request.status
-        if status.phase is None or lifecycle.to_announce(status) or lifecycle.to_resolve(status):
+        if status.phase is None or lifecycle.to_resolve(status):
             return False
-        if (
-            status.phase.terminal
-            and not status.notifications
-            and self.audit.has(f"{request.uid}:notified")
-        ):
+        if self.announcer.due(request) or self.announcer.lost(request):
             return False
         transition = lifecycle.reconcile(request, now())
         return not transition.changes(status) and all(

@@ -26,16 +26,31 @@ class NotifierError(Exception):
 
 
 class Notifier(Protocol):
-    name: str  # metric label `channel`: "console" | "slack"
+    """One chat channel kind. Adding a channel is one module that implements this: the
+    announcer (adapters/announce.py) decides when each method is due, records the result and
+    counts delivery metrics for every notifier alike."""
+
+    name: str  # metric label `channel`, and `via` on status.notifications: "console" | "slack" | "teams"
     # True when delivery is local and cannot block (the console): a new request is then told
     # before its first status write, so it is written once, Pending and announced. A remote
     # notifier is told after that write, so a slow chat API never delays Pending.
     immediate: bool
 
-    async def notify(self, request: RequestView) -> NotificationRef:
-        """Announce a pending request. Raises NotifierError when delivery failed."""
+    def channels(self, request: RequestView) -> tuple[str, ...]:
+        """Where this notifier announces `request`: the request's own channel or the default,
+        and the channels its effective policy adds. Empty: this notifier does not announce it."""
+        ...
+
+    async def notify(self, request: RequestView, channel: str | None = None) -> NotificationRef:
+        """Announce a pending request on `channel` (None: the request's own or the default).
+        Raises NotifierError when delivery failed."""
         ...
 
     async def resolve(self, request: RequestView, ref: NotificationRef) -> None:
         """Show the outcome of a terminal request on the message announced earlier."""
+        ...
+
+    async def remind(self, request: RequestView, ref: NotificationRef, text: str) -> None:
+        """Add `text` (a reminder, or an escalation that mentions people) to the message
+        announced earlier. Raises NotifierError when delivery failed."""
         ...

@@ -103,9 +103,14 @@ def reconcile(request: Request, now: datetime) -> Transition:
     return Transition(status=status, audit=tuple(audit), entered=entered)
 
 
-def announced(status: Status, channel: str, ref: str, notifier: str, now: datetime) -> Status:
-    """The request was announced on `channel` (message `ref`)."""
-    entry = Notification(channel, ref, NotificationState.SENT, now)
+def announced(
+    status: Status, channel: str, ref: str, notifier: str, now: datetime, *, to: str = ""
+) -> Status:
+    """The request was announced by `notifier` on `channel` (message `ref`), asked to go to
+    `to` (when the chat service names the channel otherwise)."""
+    entry = Notification(
+        channel, ref, NotificationState.SENT, now, via=notifier, to=to if to != channel else ""
+    )
     status = replace(status, notifications=(*status.notifications, entry))
     if status.phase is Phase.PENDING:
         status = status.with_condition(
@@ -126,10 +131,17 @@ def resolved(status: Status, done: Iterable[Notification], now: datetime) -> Sta
     )
 
 
-def to_announce(status: Status) -> bool:
-    """A pending request that nobody was told about yet (one Greenlight could not verify is
-    never announced: its buttons could never decide it)."""
-    return status.phase is Phase.PENDING and not status.notifications and verified(status)
+def to_announce(status: Status, targets: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Which of `targets` ((notifier, channel) pairs) a pending request is still to be
+    announced on (one Greenlight could not verify is never announced: its buttons could never
+    decide it)."""
+    if status.phase is not Phase.PENDING or not verified(status):
+        return ()
+    return tuple(
+        (via, to)
+        for via, to in dict.fromkeys(targets)
+        if not any(n.covers(via, to) for n in status.notifications)
+    )
 
 
 def verified(status: Status) -> bool:

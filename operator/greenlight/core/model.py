@@ -102,3 +102,8 @@ class RequestView:
     decision: Decision | None = None
     teams_conversation: str = ""  # spec.notify.teams.conversation
     plan_reading: PlanReading | None = None  # status.plan: Greenlight's reading of the plan
+    # Channels the effective policy adds, as (notifier, channel) pairs.
+    notify_also: tuple[tuple[str, str], ...] = ()
+
+    def policy_channels(self, notifier: str) -> tuple[str, ...]:
+        return tuple(channel for via, channel in self.notify_also if via == notifier)

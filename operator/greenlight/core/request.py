@@ -94,18 +94,32 @@ class Approval:
 
 @dataclass(frozen=True)
 class Notification:
+    """One announcement: `channel` and `ref` say where the message is (as the chat service
+    names it), `via` which notifier sent it and `to` the channel it was asked to go to."""
+
     channel: str
     ref: str
     state: NotificationState
     at: datetime
+    via: str = ""  # "" on entries written before notifiers were named: any notifier's
+    to: str = ""  # "" when it is `channel`
+
+    def covers(self, via: str, to: str) -> bool:
+        """Whether this entry is the announcement `via` owes to channel `to`."""
+        return (self.via or via) == via and (self.to or self.channel) == to
 
     def to_json(self) -> dict[str, str]:
-        return {
+        data = {
             "channel": self.channel,
             "ref": self.ref,
             "state": self.state.value,
             "at": format_time(self.at),
         }
+        if self.via:
+            data["via"] = self.via
+        if self.to and self.to != self.channel:
+            data["to"] = self.to
+        return data
 
 
 @dataclass(frozen=True)
@@ -194,6 +208,8 @@ class Status:
                     str(n.get("ref") or ""),
                     NotificationState(n.get("state", "sent")),
                     parse_time(n["at"]),
+                    via=str(n.get("via") or ""),
+                    to=str(n.get("to") or ""),
                 )
                 for n in data.get("notifications") or ()
             ),

@@ -62,8 +62,12 @@ class SlackNotifier:
         # Serializes notify calls per request uid (lookup-then-post must not interleave).
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    async def notify(self, request: RequestView) -> NotificationRef:
-        channel = request.slack_channel or self._default_channel
+    def channels(self, request: RequestView) -> tuple[str, ...]:
+        own = request.slack_channel or self._default_channel
+        return tuple(dict.fromkeys(c for c in (own, *request.policy_channels("slack")) if c))
+
+    async def notify(self, request: RequestView, channel: str | None = None) -> NotificationRef:
+        channel = channel or request.slack_channel or self._default_channel
         if not channel:
             raise NotifierError(
                 f"no Slack channel for {request.namespace}/{request.name}: set "
@@ -112,6 +116,17 @@ class SlackNotifier:
             raise _failure("resolve", exc) from exc
         except API_ERRORS as exc:
             raise _failure("resolve", exc) from exc
+
+    async def remind(self, request: RequestView, ref: NotificationRef, text: str) -> None:
+        """A reply in the announcement's thread (mentions in `text` notify those people)."""
+        if not ref.ref:
+            return
+        try:
+            await self._client.chat_postMessage(
+                channel=ref.channel, thread_ts=ref.ref, text=text, unfurl_links=False
+            )
+        except API_ERRORS as exc:
+            raise _failure("remind", exc) from exc
 
     async def _notify_once(self, request: RequestView, channel: str) -> NotificationRef:
         try:
