@@ -104,7 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         "--plan-file", type=Path, help="plan details (e.g. preview output); - for stdin"
     )
     req.add_argument("--plan-summary", help="one line shown in notifications")
-    req.add_argument("--timeout", default="1h", help="1m..7d (default 1h)")
+    req.add_argument("--timeout", help="1m..7d (default: the policy's default timeout, or 1h)")
+    req.add_argument(
+        "--plan-format",
+        choices=["text", "pulumi-preview-json", "terraform-plan-json"],
+        help="how Greenlight reads --plan-file (default text)",
+    )
     req.add_argument(
         "--valid-for", help="how long the receipt may be used after approval, 1m..24h (default 15m)"
     )
@@ -160,6 +165,27 @@ def _parser() -> argparse.ArgumentParser:
         help="json: the outcome and its receipt",
     )
     wait.set_defaults(run=_wait)
+
+    ask = sub.add_parser(
+        "check",
+        help="does this action need approval, under which policies (a dry run; nothing is created)",
+        description="Exit codes: 0 no approval needed (AutoApprove), 2 approval required, "
+        "3 refused by policy, 1 error.",
+    )
+    _namespace(ask)
+    ask.add_argument("--action", required=True)
+    ask.add_argument("--target", required=True)
+    ask.add_argument("--workflow-id", default="greenlight-check")
+    ask.add_argument("--plan-file", type=Path, help="plan details; - for stdin")
+    ask.add_argument(
+        "--plan-format",
+        choices=["text", "pulumi-preview-json", "terraform-plan-json"],
+        help="how Greenlight reads the plan file (default text)",
+    )
+    ask.add_argument("--timeout", help="the timeout you would ask for (default: the policy's)")
+    ask.add_argument("--approvals", type=int, default=1)
+    ask.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    ask.set_defaults(run=_check)
 
     check = sub.add_parser(
         "verify",
@@ -265,7 +291,8 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _request(args: argparse.Namespace) -> int:
-    parse_timeout(args.timeout)  # a bad value is named before any cluster is contacted
+    if args.timeout is not None:
+        parse_timeout(args.timeout)  # a bad value is named before any cluster is contacted
     if args.valid_for is not None:
         parse_valid_for(args.valid_for)
     details = None
@@ -280,6 +307,7 @@ def _request(args: argparse.Namespace) -> int:
         on_behalf_of=args.on_behalf_of,
         plan_summary=args.plan_summary,
         plan_details=details,
+        plan_format=args.plan_format,
         timeout=args.timeout,
         valid_for=args.valid_for,
         approvals=args.approvals,
@@ -292,6 +320,44 @@ def _request(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     return _report(client.wait(name))
+
+
+def _check(args: argparse.Namespace) -> int:
+    details = None
+    if args.plan_file is not None:
+        details = sys.stdin.read() if str(args.plan_file) == "-" else args.plan_file.read_text()
+    answer = _client(args).check(
+        action=args.action,
+        target=args.target,
+        workflow_id=args.workflow_id,
+        plan_details=details,
+        plan_format=args.plan_format,
+        timeout=args.timeout,
+        approvals=args.approvals,
+    )
+    code: int = answer.exit_code
+    if args.output == "json":
+        print(json.dumps(answer.to_json(), indent=2, sort_keys=True))
+        return code
+    if answer.outcome == "Refuse":
+        print(f"refused: {answer.message}")
+        return code
+    policy = answer.policy
+    sources = ", ".join(policy.get("from") or ()) or "no policy (the request's own rules)"
+    if answer.outcome == "AutoApprove":
+        print(f"no approval needed: auto-approved by {sources}")
+        return code
+    print(f"approval required by {sources}")
+    print(f"  approvals: {policy.get('requiredApprovals', args.approvals)}")
+    for restriction in policy.get("approvers") or ():
+        users = ", ".join(restriction.get("users") or ()) or "-"
+        groups = ", ".join(restriction.get("groups") or ()) or "-"
+        print(f"  approvers: users {users}; groups {groups}")
+    for need in policy.get("fromGroups") or ():
+        print(f"  at least {need.get('count')} from group {need.get('group')}")
+    if policy.get("timeout"):
+        print(f"  timeout: {policy['timeout']}")
+    return code
 
 
 def _decide(args: argparse.Namespace) -> int:

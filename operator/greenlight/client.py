@@ -15,6 +15,7 @@ admission webhook authenticates and authorizes the caller exactly as for `kubect
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from greenlight.core.model import (
     ANN_CANCEL,
     ANN_DECISION,
     ANN_REASON,
+    ANN_REQUESTED_BY,
     ANN_TRACEPARENT,
     GROUP,
     KIND,
@@ -69,6 +71,28 @@ class Outcome:
         }
 
 
+# The words that start a refusal by policy in the admission webhook's message.
+POLICY_REFUSAL = "refused by policy"
+CHECK_EXIT_CODES = {"AutoApprove": 0, "RequireApproval": 2, "Refuse": 3}
+
+
+@dataclass(frozen=True)
+class PolicyAnswer:
+    """What `check` found: the outcome (AutoApprove | RequireApproval | Refuse), the refusal
+    message, and the effective policy as it would be stamped (`status.policy`)."""
+
+    outcome: str
+    message: str
+    policy: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        return CHECK_EXIT_CODES.get(self.outcome, 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "message": self.message, "policy": self.policy}
+
+
 def api_message(exc: ApiException) -> str:
     """The API server's (or the admission webhook's) own explanation of a refusal."""
     try:
@@ -99,7 +123,8 @@ class ApprovalClient:
         on_behalf_of: str | None = None,
         plan_summary: str | None = None,
         plan_details: str | None = None,
-        timeout: str = "1h",
+        plan_format: str | None = None,
+        timeout: str | None = None,
         valid_for: str | None = None,
         approvals: int = 1,
         approvers_users: tuple[str, ...] = (),
@@ -107,8 +132,10 @@ class ApprovalClient:
         slack_channel: str | None = None,
         name: str | None = None,
     ) -> dict[str, Any]:
-        """The ApprovalRequest to create; the caller's trace context rides along."""
-        parse_timeout(timeout)
+        """The ApprovalRequest to create; the caller's trace context rides along. Without
+        `timeout` the request gets its policies' default (or 1h)."""
+        if timeout is not None:
+            parse_timeout(timeout)
         if valid_for is not None:
             parse_valid_for(valid_for)
         requester: dict[str, Any] = {"workflowId": workflow_id}
@@ -120,9 +147,10 @@ class ApprovalClient:
             "action": action,
             "target": target,
             "requester": requester,
-            "timeout": timeout,
             "policy": {"requiredApprovals": approvals},
         }
+        if timeout is not None:
+            spec["timeout"] = timeout
         if valid_for is not None:
             spec["validFor"] = valid_for
         if approvers_users or approvers_groups:
@@ -132,6 +160,8 @@ class ApprovalClient:
             }
         if plan_summary is not None or plan_details is not None:
             spec["plan"] = {"summary": plan_summary or "", "details": plan_details or ""}
+        if plan_format is not None:
+            spec.setdefault("plan", {})["format"] = plan_format
         if slack_channel:
             spec["notify"] = {"slack": {"channel": slack_channel}}
         metadata: dict[str, Any] = {"namespace": self.namespace}
@@ -166,6 +196,36 @@ class ApprovalClient:
         except ApiException as exc:
             raise GreenlightError(f"cannot create the request: {api_message(exc)}") from exc
         return str(created["metadata"]["name"])
+
+    def check(self, **fields: Any) -> PolicyAnswer:
+        """Whether a request with these fields (as for `create`) would need approval, under
+        which policies and rules, without creating anything: a server-side dry run of the
+        create, so the admission webhook answers exactly as it would for the real one. The
+        caller needs only the right to create requests, not to read policies."""
+        body = self.manifest(**fields)
+        try:
+            created: Any = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, body, dry_run="All"
+            )
+        except ApiException as exc:
+            message = api_message(exc)
+            if exc.status == 403 and POLICY_REFUSAL in message:
+                return PolicyAnswer("Refuse", message[message.index(POLICY_REFUSAL) :], {})
+            raise GreenlightError(f"cannot check the request: {message}") from exc
+        stamp = ((created.get("metadata") or {}).get("annotations") or {}).get(ANN_REQUESTED_BY, "")
+        try:
+            policy = json.loads(stamp).get("policy") or {}
+        except (ValueError, AttributeError) as exc:
+            raise GreenlightError(
+                "the dry run came back without Greenlight's stamp: is the operator's admission "
+                "webhook installed for this namespace?"
+            ) from exc
+        outcome = str(policy.get("outcome") or "RequireApproval")
+        return PolicyAnswer(outcome, "", dict(policy))
+
+    async def async_check(self, **fields: Any) -> PolicyAnswer:
+        """`check` without blocking the event loop."""
+        return await asyncio.to_thread(functools.partial(self.check, **fields))
 
     def resubmit(self, name: str) -> str:
         """Create a new request with the spec of `name` (for one that Greenlight could not

@@ -7,6 +7,7 @@ Every case goes through real `kubectl create` against the real kube-apiserver wi
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from tests.support.kubectl import Kubectl
 from tests.support.manifests import approval_request, create, get, wait_phase
 from tests.support.operator import OperatorProcess
 from tests.support.operator_fixtures import People
+
+from greenlight.core.timefmt import parse_time
 
 REQUESTER = {"workflowId": "wf-1234"}
 TOO_LONG_DETAILS = "x" * (262144 + 1)
@@ -195,14 +198,16 @@ def test_plan_details_at_the_size_limit_is_accepted(
     assert obj["status"]["planDigest"].startswith("sha256:")
 
 
-def test_defaults_fill_timeout_and_required_approvals(
+def test_without_a_timeout_the_request_waits_an_hour_and_needs_one_approval(
     operator: OperatorProcess, people: People, kubectl: Kubectl
 ) -> None:
     create(kubectl, approval_request("plain", people.namespace, timeout=None), people.orchestrator)
 
-    spec = get(kubectl, people.namespace, "plain")["spec"]
-    assert spec["timeout"] == "1h"
-    assert spec["policy"] == {"requiredApprovals": 1}
+    obj = wait_phase(kubectl, people.namespace, "plain", "Pending")
+    assert "timeout" not in obj["spec"]  # left to the policies' defaultTimeout, else 1h
+    assert obj["spec"]["policy"] == {"requiredApprovals": 1}
+    created = parse_time(obj["metadata"]["creationTimestamp"])
+    assert parse_time(obj["status"]["expiresAt"]) - created == timedelta(hours=1)
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,8 @@ class Notifier(Protocol):
     announcer (adapters/announce.py) decides when each method is due, records the result and
     counts delivery metrics for every notifier alike."""
 
-    name: str  # metric label `channel`, and `via` on status.notifications: "console" | "slack" | "teams"
+    # The metric label `channel` and `via` on status.notifications: console, slack or teams.
+    name: str
     # True when delivery is local and cannot block (the console): a new request is then told
     # before its first status write, so it is written once, Pending and announced. A remote
     # notifier is told after that write, so a slow chat API never delays Pending.

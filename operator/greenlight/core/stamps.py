@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -132,15 +132,20 @@ class Subject:
 
 @dataclass(frozen=True)
 class Stamp:
-    """Who created the request, as the webhook saw them."""
+    """Who created the request, as the webhook saw them, and what admission decided for it:
+    the effective policy (`status.policy` JSON) and Greenlight's reading of the plan
+    (`status.plan` JSON). Both are under the MAC; a stamp issued before policies existed has
+    neither and verifies as it always did."""
 
     user: str
     groups: tuple[str, ...]
     at: datetime
     mac: str = field(default="", compare=False)
+    policy: Mapping[str, Any] | None = field(default=None, compare=False)
+    plan: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def _payload(self, subject: Subject) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "user": self.user,
             "groups": list(self.groups),
             "at": format_precise(self.at),
@@ -149,11 +154,14 @@ class Stamp:
             "target": subject.target,
             "planDigest": subject.plan_digest,
         }
+        if self.policy is not None:
+            payload["policy"] = self.policy
+        if self.plan is not None:
+            payload["plan"] = self.plan
+        return payload
 
     def signed(self, key: bytes, subject: Subject) -> Stamp:
-        return Stamp(
-            self.user, self.groups, self.at, _mac(key, _STAMP_DOMAIN, self._payload(subject))
-        )
+        return replace(self, mac=_mac(key, _STAMP_DOMAIN, self._payload(subject)))
 
     def valid(self, key: bytes, subject: Subject, created: datetime) -> bool:
         if not self.mac or abs(created - self.at) > STAMP_SKEW:
@@ -161,25 +169,32 @@ class Stamp:
         return hmac.compare_digest(self.mac, _mac(key, _STAMP_DOMAIN, self._payload(subject)))
 
     def to_annotation(self) -> str:
-        return json.dumps(
-            {
-                "user": self.user,
-                "groups": list(self.groups),
-                "at": format_precise(self.at),
-                "mac": self.mac,
-            },
-            sort_keys=True,
-        )
+        data: dict[str, Any] = {
+            "user": self.user,
+            "groups": list(self.groups),
+            "at": format_precise(self.at),
+            "mac": self.mac,
+        }
+        if self.policy is not None:
+            data["policy"] = self.policy
+        if self.plan is not None:
+            data["plan"] = self.plan
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_annotation(cls, text: str) -> Stamp:
         try:
             data = json.loads(text)
+            policy, plan = data.get("policy"), data.get("plan")
+            if not isinstance(policy, Mapping | None) or not isinstance(plan, Mapping | None):
+                raise TypeError("policy and plan must be objects")
             return cls(
                 user=str(data["user"]),
                 groups=tuple(str(g) for g in data.get("groups", ())),
                 at=parse_time(str(data["at"])),
                 mac=str(data.get("mac", "")),
+                policy=policy,
+                plan=plan,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed requested-by stamp: {exc}") from exc
