@@ -29,6 +29,7 @@ from greenlight.adapters.converge import Converger
 from greenlight.adapters.decisions import DecisionService
 from greenlight.adapters.ledger import Ledger
 from greenlight.adapters.notifiers import Notifier
+from greenlight.adapters.policyindex import PolicyIndex
 from greenlight.adapters.refusals import RefusalLog
 from greenlight.adapters.webhookcerts import ensure_webhook_certs
 from greenlight.adapters.webhookserver import WebhookServer
@@ -92,10 +93,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             kube.api_client, config.receipt_keys_namespace, config.receipt_keys_name, signer
         )
     converger = Converger(
-        kube, audit, Announcer(kube, audit, notifiers, marks_key), marks_key, ledger, signer
+        kube,
+        audit,
+        Announcer(kube, audit, notifiers, marks_key, config.follow_up_scale),
+        marks_key,
+        ledger,
+        signer,
     )
     memo["converger"] = converger
-    memo["gate"] = AdmissionGate(kube, refusals, ledger, marks_key, operator)
+    policies = PolicyIndex()
+    memo["policy_tasks"] = policies.start(kube.api_client)
+    memo["gate"] = AdmissionGate(kube, refusals, ledger, marks_key, operator, policies)
     memo["stop_notifiers"] = stops
     try:
         memo["metrics_server"] = metrics.serve(config.metrics_port)
@@ -216,6 +224,24 @@ async def _notifiers(
         )
         notifiers.append(slack_runtime.notifier)
         stops.append(slack_runtime.stop)
+    if config.teams_enabled:
+        from greenlight.adapters import chat, teams
+
+        try:
+            teams_runtime = await teams.start_teams(
+                config,
+                chat.DecisionsPort(
+                    submit_decision=decisions.submit_decision,
+                    find_request_by_uid=decisions.find_request_by_uid,
+                    record_audit=refusals.refused_attempt,
+                ),
+                card_key=decisions.marks_key,
+            )
+        except teams.TeamsConfigError as exc:
+            raise kopf.PermanentError(str(exc)) from exc
+        _log.info("teams bot listening", messages=teams_runtime.messages_url)
+        notifiers.append(teams_runtime.notifier)
+        stops.append(teams_runtime.stop)
     if not notifiers:
         people = logs.for_people(sys.stdout, config.log_format)
         notifiers.append(ConsoleNotifier(sys.stdout if people else None))
@@ -228,6 +254,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         task: asyncio.Task[None] | None = memo.get(name)
         if task is not None:
             task.cancel()
+    for task in memo.get("policy_tasks") or ():
+        task.cancel()
     for stop in memo.get("stop_notifiers") or ():
         await stop()
     refusals: RefusalLog | None = memo.get("refusals")

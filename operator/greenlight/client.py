@@ -34,6 +34,7 @@ from greenlight.core.model import (
     GROUP,
     KIND,
     PLURAL,
+    POLICY_REFUSAL,
     VERSION,
     Phase,
 )
@@ -71,8 +72,6 @@ class Outcome:
         }
 
 
-# The words that start a refusal by policy in the admission webhook's message.
-POLICY_REFUSAL = "refused by policy"
 CHECK_EXIT_CODES = {"AutoApprove": 0, "RequireApproval": 2, "Refuse": 3}
 
 

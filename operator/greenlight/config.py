@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # accepts only TLS clients with such a certificate (and, if listed, one of these names).
     webhook_client_ca_file: Path | None = None
     webhook_client_names: Annotated[tuple[str, ...], NoDecode] = ()
+    # Divides every reminder and escalation interval of the effective policies: 1 in
+    # production; tests run a policy's minutes-long schedule in seconds.
+    follow_up_scale: float = Field(1.0, ge=1.0, le=3600.0)
     audit_file: Path = Path("/var/lib/greenlight/audit/audit.jsonl")
     audit_key_file: Path | None = None
     # The anchor ConfigMap's namespace (empty: no anchor, the head file only) and name (empty:
@@ -86,9 +89,36 @@ class Settings(BaseSettings):
     slack_allowed_email_domains: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validate_default=True
     )
+    # Microsoft Teams (docs/teams.md): the bot's Entra app registration, single-tenant.
+    teams_app_id: str = ""
+    teams_app_password: SecretStr | None = None
+    teams_certificate_file: Path | None = None  # PEM with the private key and its certificate
+    teams_tenant_id: str = ""
+    # Tenants whose users may act on cards (empty: teams_tenant_id only).
+    teams_allowed_tenants: Annotated[tuple[str, ...], NoDecode] = ()
+    # Public cloud defaults; docs/teams.md lists the values for the US Government clouds.
+    teams_openid_metadata_url: str = (
+        "https://login.botframework.com/v1/.well-known/openidconfiguration"
+    )
+    teams_token_issuer: str = "https://api.botframework.com"
+    teams_authority_url: str = "https://login.microsoftonline.com"
+    teams_token_scope: str = "https://api.botframework.com/.default"
+    # Where cards are posted, and the prefixes the bot's token may ever be sent to.
+    teams_service_url: str = "https://smba.trafficmanager.net/teams/"
+    teams_service_urls: Annotated[tuple[str, ...], NoDecode] = ("https://smba.trafficmanager.net/",)
+    teams_user_mapping: Literal["upn", "email", "oid"] = "upn"
+    teams_user_map_file: Path | None = None
+    teams_default_conversation: str = ""
+    teams_port: int = Field(3978, ge=0, le=65535)
+    teams_host: str = "0.0.0.0"  # noqa: S104 - reached through a Service/Ingress
 
     @field_validator(
-        "namespaces", "slack_allowed_email_domains", "webhook_client_names", mode="before"
+        "namespaces",
+        "slack_allowed_email_domains",
+        "webhook_client_names",
+        "teams_allowed_tenants",
+        "teams_service_urls",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -110,6 +140,10 @@ class Settings(BaseSettings):
     @property
     def slack_enabled(self) -> bool:
         return self.slack_bot_token is not None and bool(self.slack_bot_token.get_secret_value())
+
+    @property
+    def teams_enabled(self) -> bool:
+        return bool(self.teams_app_id.strip())
 
 
 class ClientSettings(BaseSettings):

@@ -66,7 +66,8 @@ def ssl_context(api_client: kubernetes.client.ApiClient) -> ssl.SSLContext:
 
 def auth_headers(api_client: kubernetes.client.ApiClient) -> dict[str, str]:
     """The `Authorization` header the client sends (a bearer token), if its credentials have one."""
-    token = api_client.configuration.api_key.get("authorization")
+    bearer = api_client.configuration.auth_settings().get("BearerToken")
+    token = bearer["value"] if bearer else None  # refreshed from the file in a pod
     return {"Authorization": str(token)} if token else {}
 
 

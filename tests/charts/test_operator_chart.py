@@ -53,8 +53,15 @@ CONTRACT_RULES = (
         ("authentication.k8s.io", "selfsubjectreviews", "create"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        ("", "namespaces", "get"),
         ("", "namespaces", "list"),
         ("", "namespaces", "watch"),
+    }
+    | {
+        # Admission judges every create against the approval policies (docs/policy.md).
+        ("greenlight.dev", resource, verb)
+        for resource in ("clusterapprovalpolicies", "approvalpolicies")
+        for verb in ("get", "list", "watch")
     }
     | {
         ("kopf.dev", resource, verb)
@@ -381,7 +388,13 @@ def test_namespace_scoped_install_grants_and_peers_per_namespace() -> None:
     ]
     cluster_wide = rule_triples(cluster_role["rules"])
     namespaced = rule_triples(roles[0]["rules"])
-    assert not {t for t in cluster_wide if t[1] in {"approvalrequests", "namespaces", "events"}}
+    assert not {t for t in cluster_wide if t[1] in {"approvalrequests", "events"}}
+    # Policies and namespace labels are read cluster-wide in either mode (policy matching).
+    assert {verb for _, resource, verb in cluster_wide if resource == "namespaces"} == {
+        "get",
+        "list",
+        "watch",
+    }
     assert ("kopf.dev", "kopfpeerings", "patch") in namespaced
     assert cluster_wide | namespaced < CONTRACT_RULES
     peerings = by_kind(objects, "KopfPeering")
@@ -475,6 +488,43 @@ def test_crds_are_the_repository_files_plus_kopf_peering(defaults: list[dict[str
         for crd in yaml.safe_load_all(source.read_text()):
             assert rendered[crd["metadata"]["name"]] == crd
     assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= rendered.keys()
+
+
+def test_example_policies_render_only_when_enabled_as_the_shipped_files(
+    defaults: list[dict[str, Any]],
+) -> None:
+    assert by_kind(defaults, "ClusterApprovalPolicy") == []
+    shipped = {
+        path.name: yaml.safe_load(path.read_text())
+        for path in sorted((OPERATOR_CHART / "files" / "policies").glob("*.yaml"))
+    }
+    assert shipped, "files/policies/*.yaml holds the examples of docs/policy.md"
+    rendered = by_kind(
+        render({"policies": {"examples": {"enabled": True}}}), "ClusterApprovalPolicy"
+    )
+    assert sorted(rendered, key=lambda p: p["metadata"]["name"]) == sorted(
+        shipped.values(), key=lambda p: p["metadata"]["name"]
+    )
+
+
+def test_namespace_admins_may_write_approval_policies_and_no_role_writes_cluster_ones(
+    defaults: list[dict[str, Any]],
+) -> None:
+    roles = {r["metadata"]["name"]: r for r in by_kind(defaults, "ClusterRole")}
+    admin = roles["greenlight-approvalpolicy-admin"]
+    assert admin["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert ("greenlight.dev", "approvalpolicies", "create") in rule_triples(admin["rules"])
+    view = roles["greenlight-approvalpolicy-view"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert {verb for _, _, verb in rule_triples(view["rules"])} == {"get", "list", "watch"}
+    writes = {"create", "update", "patch", "delete", "deletecollection", "*"}
+    for role in roles.values():
+        for group, resource, verb in rule_triples(role["rules"]):
+            granted = resource in {"clusterapprovalpolicies", "*"} and group in {
+                "greenlight.dev",
+                "*",
+            }
+            assert not (granted and verb in writes), (role["metadata"]["name"], verb)
 
 
 def test_monitoring_objects_render_only_when_enabled(defaults: list[dict[str, Any]]) -> None:

@@ -33,6 +33,7 @@ from greenlight.adapters.admission import (
 )
 from greenlight.adapters.auditlog import AuditLog
 from greenlight.adapters.ledger import Ledger
+from greenlight.adapters.policyindex import PolicyIndex
 from greenlight.adapters.refusals import RefusalLog
 from greenlight.core.model import (
     ANN_CANCEL,
@@ -228,7 +229,7 @@ async def run_review(review: Review, directory: Path) -> list[str]:
     audit = AuditLog(directory / "audit.log", key=b"k" * 32)
     refusals = RefusalLog(audit, window=0.0)  # every refusal is written: all are checked
     ledger = Ledger()
-    memo = kopf.Memo(gate=AdmissionGate(kube, refusals, ledger, KEY, OPERATOR))
+    memo = kopf.Memo(gate=AdmissionGate(kube, refusals, ledger, KEY, OPERATOR, PolicyIndex.fixed()))
     try:
         return [
             await answer(handler, review, memo)

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -14,6 +15,7 @@ import structlog
 
 from greenlight.adapters.console import ConsoleNotifier
 from greenlight.core.model import Phase, RequestView
+from greenlight.core.plans import PlanReading
 from greenlight.telemetry import logs
 
 
@@ -118,3 +120,42 @@ async def test_without_a_terminal_the_request_is_one_json_line_with_the_commands
     assert record["message"] == "approval requested"
     assert record["approve"] == "greenlight approve apr-7 -n ci"
     assert record["name"] == "apr-7"
+
+
+READING = PlanReading(
+    format="pulumi-preview-json",
+    creates=0,
+    deletes=24,
+    replaces=1,
+    destroyed=(
+        *(f"aws:s3/bucket:Bucket::logs-{n}" for n in range(24)),
+        "aws:rds/instance:Instance::main",
+    ),
+    resource_types=("aws:rds/instance:Instance", "aws:s3/bucket:Bucket"),
+)
+
+
+async def test_the_block_shows_greenlights_counts_and_what_is_destroyed_first() -> None:
+    terminal = Terminal()
+
+    await ConsoleNotifier(terminal).notify(replace(request(), plan_reading=READING))
+
+    text = terminal.getvalue()
+    assert "  Changes:   24 to delete, 1 to replace, 0 to create, 0 to update" in text
+    assert "  Destroys:  aws:s3/bucket:Bucket::logs-0\n" in text
+    assert "             aws:s3/bucket:Bucket::logs-19\n" in text
+    assert "logs-20" not in text
+    assert "             ... and 5 more\n" in text
+    assert "  Summary:   -12 resources  (in the requester's words)" in text
+    assert text.index("Changes:") < text.index("Destroys:") < text.index("Summary:")
+
+
+async def test_the_json_line_carries_greenlights_reading() -> None:
+    pipe = io.StringIO()
+    logs.configure("INFO", pipe)
+
+    await ConsoleNotifier().notify(replace(request(), plan_reading=READING))
+
+    record = json.loads(pipe.getvalue())
+    assert record["plan"] == READING.to_json()
+    assert record["plan_summary"] == "-12 resources"

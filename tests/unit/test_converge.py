@@ -31,7 +31,7 @@ from greenlight.adapters.announce import NOTIFY_RETRY, Announcer
 from greenlight.adapters.auditlog import AuditLog
 from greenlight.adapters.converge import AUDIT_RETRY, Converger
 from greenlight.adapters.decisions import DecisionService
-from greenlight.adapters.notifiers import NotificationRef, NotifierError
+from greenlight.adapters.notifiers import FollowUp, NotificationRef, NotifierError
 from greenlight.adapters.refusals import RefusalLog
 from greenlight.core.model import Action, Phase, RequestView, Via
 from greenlight.core.request import ConditionStatus, ConditionType, Request
@@ -52,7 +52,7 @@ class RecordingNotifier:
     def __init__(self) -> None:
         self.announced: list[RequestView] = []
         self.resolved: list[tuple[RequestView, NotificationRef]] = []
-        self.reminded: list[tuple[RequestView, str]] = []
+        self.reminded: list[tuple[RequestView, FollowUp]] = []
         self.failing = ""
 
     def channels(self, request: RequestView) -> tuple[str, ...]:
@@ -69,8 +69,8 @@ class RecordingNotifier:
             raise NotifierError(self.failing)
         self.resolved.append((request, ref))
 
-    async def remind(self, request: RequestView, ref: NotificationRef, text: str) -> None:
-        self.reminded.append((request, text))
+    async def remind(self, request: RequestView, ref: NotificationRef, note: FollowUp) -> None:
+        self.reminded.append((request, note))
 
 
 @dataclass

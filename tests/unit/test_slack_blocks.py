@@ -8,6 +8,7 @@ from tests.fakes.slack import pending_request
 
 from greenlight.adapters.slack import blocks
 from greenlight.core.model import Decision, Phase, Via
+from greenlight.core.plans import PlanReading
 
 
 def _actions(message: blocks.RenderedMessage) -> list[dict[str, Any]]:
@@ -117,3 +118,62 @@ def test_deny_modal_requires_a_reason_and_carries_its_context() -> None:
     assert (reason["block_id"], reason["element"]["action_id"]) == ("reason", "reason")
     assert blocks.DenyModalContext.decode(view["private_metadata"]) == context
     assert view["callback_id"] == blocks.DENY_VIEW_CALLBACK_ID
+
+
+def _reading(**fields: Any) -> PlanReading:
+    values: dict[str, Any] = {
+        "format": "terraform-plan-json",
+        "creates": 3,
+        "updates": 1,
+        "deletes": 1,
+        "replaces": 1,
+        "destroyed": ("aws_db_instance.main", "aws_instance.web[0]"),
+        "resource_types": ("aws_db_instance", "aws_instance", "aws_s3_bucket"),
+    }
+    return PlanReading(**(values | fields))
+
+
+def test_greenlights_counts_and_what_is_destroyed_come_before_the_requesters_summary() -> None:
+    message = blocks.pending_message(pending_request(plan_reading=_reading()), "a", "d")
+    texts = [b["text"]["text"] for b in message.blocks if b["type"] == "section" and "text" in b]
+
+    (counts,) = [t for t in texts if "Greenlight's reading of the plan" in t]
+    (summary,) = [t for t in texts if "-12 resources, 0 to create" in t]
+    assert texts.index(counts) < texts.index(summary)
+    assert ":warning: 1 to delete, 1 to replace, 3 to create, 1 to update" in counts
+    assert "```aws_db_instance.main\naws_instance.web[0]```" in counts
+    assert "*Summary, in the requester's words*" in summary
+    assert message.text.endswith(": 1 to delete, 1 to replace, 3 to create, 1 to update")
+
+
+def test_a_long_destroyed_list_fits_one_section_and_the_rest_is_counted() -> None:
+    names = tuple(f"module.m{n}.aws_s3_bucket." + "x" * 220 for n in range(50))
+    reading = _reading(deletes=900, replaces=100, destroyed=names, truncated=True)
+
+    message = blocks.pending_message(pending_request(plan_reading=reading), "a", "d")
+    (counts,) = [t for t in _mrkdwn(message.blocks) if "Greenlight's reading of the plan" in t]
+
+    assert len(counts) <= 3000
+    listed = counts.split("```")[1].splitlines()
+    assert listed[0] == names[0]
+    assert listed[-1] == f"… and {1000 - (len(listed) - 1)} more"
+
+
+def test_destroyed_names_cannot_mention_the_channel_or_close_the_code_block() -> None:
+    reading = _reading(destroyed=("<!channel>```*bold*",), deletes=1, replaces=0)
+
+    message = blocks.pending_message(pending_request(plan_reading=reading), "a", "d")
+    (counts,) = [t for t in _mrkdwn(message.blocks) if "Greenlight's reading of the plan" in t]
+
+    assert "<!channel>" not in counts
+    assert counts.count("```") == 2
+
+
+def test_a_plan_without_changes_says_so_without_a_warning() -> None:
+    reading = PlanReading(format="pulumi-preview-json")
+
+    message = blocks.pending_message(pending_request(plan_reading=reading), "a", "d")
+
+    assert "*Greenlight's reading of the plan* (pulumi-preview-json)\nno changes" in (
+        _mrkdwn(message.blocks)
+    )

@@ -18,8 +18,8 @@ from prometheus_client.samples import Sample
 from greenlight.telemetry import metrics
 
 OUTCOMES = ("approved", "denied", "expired", "cancelled")
-VIAS = ("slack", "kubectl", "expiry")
-CHANNELS = ("console", "slack")
+VIAS = ("slack", "teams", "kubectl", "expiry", "policy")
+CHANNELS = ("console", "slack", "teams")
 RESULTS = ("success", "failure")
 REASONS = (
     "not_authorized",
@@ -36,6 +36,8 @@ REASONS = (
     "unknown_user",
     "untrusted_record",
     "unverified_request",
+    "policy_refused",
+    "foreign_tenant",
 )
 DECISION_BUCKETS: tuple[str, ...] = ("30.0", "60.0", "120.0", "300.0", "600.0", "1800.0")
 DECISION_BUCKETS += ("3600.0", "7200.0", "14400.0", "28800.0", "43200.0", "86400.0", "+Inf")

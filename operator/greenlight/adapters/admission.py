@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import kopf
+import structlog
 from opentelemetry import trace
 
 from greenlight.adapters.decisions import authorize, issue
 from greenlight.adapters.ledger import Ledger
+from greenlight.adapters.policyindex import NotReady, PolicyIndex
 from greenlight.adapters.refusals import RefusalLog
 from greenlight.core import identity
 from greenlight.core.model import (
@@ -38,16 +40,19 @@ from greenlight.core.model import (
     GROUP,
     OPERATOR_OWNED_PREFIXES,
     PLURAL,
+    POLICY_REFUSAL,
     VERSION,
     Action,
     Identity,
     Via,
 )
+from greenlight.core.plans import PlanError, PlanReading, read_plan
+from greenlight.core.policies import Outcome, PolicyDecision
 from greenlight.core.request import Request
 from greenlight.core.stamps import DecisionRecord, Stamp, Subject, plan_digest, record_key
 from greenlight.core.timefmt import now
 from greenlight.kube import Kube
-from greenlight.telemetry import spans
+from greenlight.telemetry import metrics, spans
 
 MUTATE_ID = "greenlight-admission-mutate"
 VALIDATE_ID = "greenlight-admission-validate"
@@ -55,6 +60,7 @@ STATUS_ID = "greenlight-admission-status"
 DELETE_ID = "greenlight-admission-delete"
 DECISION_VALUES = {"approve": Action.APPROVE, "deny": Action.DENY}
 USER_ANNOTATIONS = (ANN_DECISION, ANN_REASON, ANN_CANCEL)
+_log = structlog.get_logger("greenlight.admission")
 
 
 @dataclass
@@ -66,6 +72,7 @@ class AdmissionGate:
     ledger: Ledger
     marks_key: bytes
     operator: Identity
+    policies: PolicyIndex
     extra_operator_users: frozenset[str] = field(default_factory=frozenset)
 
     def is_operator(self, caller: Identity) -> bool:
@@ -124,6 +131,16 @@ def _shape_problem(userinfo: Any, bodies: tuple[Any, ...]) -> str | None:
             if not isinstance(spec.get(part) or {}, Mapping):
                 return f"spec.{part} is not an object"
     return None
+
+
+def check_policy_shape(userinfo: Any, body: Any) -> None:
+    """`check_shape` for a policy object: caller and metadata only (compile_policy checks the
+    rest and names the field)."""
+    problem = _shape_problem(userinfo, ())
+    if problem is None and body is not None and not isinstance(body, Mapping):
+        problem = "the object is not an object"
+    if problem is not None:
+        raise kopf.AdmissionError(f"malformed admission review: {problem}", code=400)
 
 
 def owned(annotations: Mapping[str, str]) -> dict[str, str]:
@@ -300,8 +317,67 @@ async def _admit_create(
                 code=400,
             )
             await refuse(gate, new, caller, "invalid_value", premature, dryrun=dryrun)
-    stamp = Stamp(caller.user, caller.groups, now()).signed(gate.marks_key, stamp_subject(new))
+    reading = await _read_plan(gate, caller, new, dryrun)
+    decision = await _judge_by_policy(gate, caller, new, reading, dryrun)
+    policy = decision.effective.to_json()
+    if decision.condition_errors:
+        policy["conditionErrors"] = [
+            {"policy": e.source, "message": e.message} for e in decision.condition_errors
+        ]
+    stamp = Stamp(
+        caller.user,
+        caller.groups,
+        now(),
+        policy=policy,
+        plan=reading.to_json() if reading is not None else None,
+    ).signed(gate.marks_key, stamp_subject(new))
     patch.metadata.annotations[ANN_REQUESTED_BY] = stamp.to_annotation()
+
+
+async def _read_plan(
+    gate: AdmissionGate, caller: Identity, new: Mapping[str, Any], dryrun: bool
+) -> PlanReading | None:
+    """Greenlight's own reading of a machine-readable plan; a plan that does not parse is
+    refused with the position of the error."""
+    plan = (new.get("spec") or {}).get("plan") or {}
+    try:
+        return read_plan(str(plan.get("format") or "text"), str(plan.get("details") or ""))
+    except PlanError as exc:
+        malformed = kopf.AdmissionError(str(exc), code=400)
+        await refuse(gate, new, caller, "invalid_value", malformed, dryrun=dryrun)
+
+
+async def _judge_by_policy(
+    gate: AdmissionGate,
+    caller: Identity,
+    new: Mapping[str, Any],
+    reading: PlanReading | None,
+    dryrun: bool,
+) -> PolicyDecision:
+    """The effective policy of a new request, or a refusal that names the policy."""
+    namespace = str((new.get("metadata") or {}).get("namespace", ""))
+    broken = gate.policies.broken_in_scope(namespace)
+    if broken:
+        unreadable = kopf.AdmissionError(
+            f"{POLICY_REFUSAL}: {', '.join(broken)} cannot be read by Greenlight "
+            "(fix or delete it; `kubectl apply` shows what is wrong), so no request it could "
+            "apply to is accepted",
+            code=403,
+        )
+        await refuse(gate, new, caller, "policy_refused", unreadable, dryrun=dryrun)
+    try:
+        decision = gate.policies.decide(namespace, new.get("spec") or {}, caller, reading)
+    except NotReady as exc:
+        raise kopf.AdmissionError(str(exc), code=503) from exc
+    metrics.count_policy_evaluation(decision.outcome.value)
+    for error in decision.condition_errors:
+        _log.warning(
+            "a policy condition failed; read strictly", policy=error.source, error=error.message
+        )
+    if decision.outcome is Outcome.REFUSE:
+        refused = kopf.AdmissionError(f"{POLICY_REFUSAL}: {decision.refusal_message}", code=403)
+        await refuse(gate, new, caller, "policy_refused", refused, dryrun=dryrun)
+    return decision
 
 
 async def _admit_decision(

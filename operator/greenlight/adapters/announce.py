@@ -17,11 +17,19 @@ from opentelemetry import trace
 
 from greenlight.adapters.auditlog import AuditLog, AuditWriteError
 from greenlight.adapters.conflicts import retry_on_conflict
-from greenlight.adapters.notifiers import NotificationRef, Notifier, NotifierError
-from greenlight.core import lifecycle
+from greenlight.adapters.notifiers import FollowUp, NotificationRef, Notifier, NotifierError
+from greenlight.core import followups, lifecycle
+from greenlight.core.durations import format_duration
 from greenlight.core.model import Phase
-from greenlight.core.request import Condition, ConditionType, Request, Status
-from greenlight.core.timefmt import now
+from greenlight.core.policies import EffectivePolicy
+from greenlight.core.request import (
+    Condition,
+    ConditionType,
+    NotificationState,
+    Request,
+    Status,
+)
+from greenlight.core.timefmt import format_time, now
 from greenlight.kube import Kube, NotFound
 from greenlight.telemetry import metrics, spans
 
@@ -46,6 +54,7 @@ class Announcer:
     audit: AuditLog
     notifiers: Sequence[Notifier]
     marks_key: bytes
+    follow_up_scale: float = 1.0
 
     @property
     def immediate(self) -> bool:
@@ -75,9 +84,10 @@ class Announcer:
             and self.audit.has(notified_event(request.uid, via, to))
         )
 
-    async def tell(self, request: Request) -> tuple[Request, str]:
-        """Announce or resolve what is due on `request`; return it as recorded, and what failed
-        ("" when nothing did; the caller tries again after NOTIFY_RETRY seconds)."""
+    async def tell(self, request: Request, *, record: bool = True) -> tuple[Request, str]:
+        """Announce or resolve what is due on `request`; return it as recorded (or, without
+        `record`, as it is to be recorded), and what failed ("" when nothing did; the caller
+        tries again after NOTIFY_RETRY seconds)."""
         status, failures = request.status, []
         for via, to in self.due(request) or self.lost(request):
             ref, failure = await self._notify(request, via, to)
@@ -92,7 +102,9 @@ class Announcer:
             failures.extend(failed)
         for via, failure in failures:
             status = lifecycle.notify_failed(status, via, failure, now())
-        if status != request.status:
+        if not record:
+            request = replace(request, status=status)
+        elif status != request.status:
             request = await self._record(request, status)
         return request, "; ".join(f"{via}: {failure}" for via, failure in failures)
 
@@ -119,6 +131,72 @@ class Announcer:
                 status, announcement.failed_via, announcement.failure, now()
             )
         return status
+
+    async def follow_up(self, request: Request) -> tuple[Request, str]:
+        """Send the reminders and escalation steps due on a pending request (its effective
+        policy's `reminders` and `escalation`), then record how far they went. Each is audited
+        before it is sent; an escalation step first announces the request in the step's
+        channels. Progress is recorded only when every announcement got the note, so a
+        failure is retried (a Slack notifier finds a note it already posted and skips it)."""
+        policy, status = request.policy, request.status
+        if policy is None or status.phase is not Phase.PENDING:
+            return request, ""
+        due = followups.due(
+            schedule_of(policy, self.follow_up_scale),
+            request.created,
+            request.expires_at,
+            now(),
+            status.follow_ups,
+        )
+        if not due:
+            return request, ""
+        reached = replace(status, follow_ups=followups.after(status.follow_ups, due))
+        request, failure = await self.tell(replace(request, status=reached), record=False)
+        notes = _notes(request, due)
+        for note in notes:
+            await self._audit_follow_up(request, note)
+        failures = [failure] if failure else []
+        for entry in request.status.notifications:
+            via = entry.via or self.notifiers[0].name
+            if entry.state is not NotificationState.SENT or not self._has(via):
+                continue
+            for note in notes:
+                try:
+                    await self._notifier(via).remind(
+                        request.view(), NotificationRef(entry.channel, entry.ref), note
+                    )
+                except NotifierError as exc:
+                    failures.append(f"{via}: {exc}")
+                    continue
+                metrics.count_follow_up(note.key.split("-")[0], via)
+        final = (
+            request.status
+            if not failures
+            else replace(request.status, follow_ups=status.follow_ups)
+        )
+        request = await self._record(request, final, follow_ups=True)
+        return request, "; ".join(failures)
+
+    def _has(self, via: str) -> bool:
+        return any(n.name == via for n in self.notifiers)
+
+    async def _audit_follow_up(self, request: Request, note: FollowUp) -> None:
+        try:
+            await self.audit.record(
+                "escalated" if note.key.startswith("escalation") else "reminded",
+                request=request.subject(),
+                actor="greenlight",
+                outcome="sent",
+                details={
+                    "step": note.key,
+                    "slackUserGroups": list(note.slack_user_groups),
+                    "teamsTags": list(note.teams_tags),
+                },
+                event_id=f"{request.uid}:{note.key}",
+            )
+        except AuditWriteError as exc:
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            _log.error("audit write failed for a follow-up", error=str(exc))
 
     def _notifier(self, via: str) -> Notifier:
         return next(n for n in self.notifiers if n.name == via)
@@ -157,9 +235,12 @@ class Announcer:
             done.append(entry)
         return lifecycle.resolved(status, done, now()), failures
 
-    async def _record(self, request: Request, status: Status) -> Request:
-        """Write the notifications and the Notified condition; on a conflict, carry the same
-        entries over to the fresh object (they describe messages that exist)."""
+    async def _record(
+        self, request: Request, status: Status, *, follow_ups: bool = False
+    ) -> Request:
+        """Write the notifications and the Notified condition (and, with `follow_ups`, the
+        reminders and escalation steps sent); on a conflict, carry the same entries over to
+        the fresh object (they describe messages that exist)."""
         first = True
 
         async def write() -> Request:
@@ -174,6 +255,8 @@ class Announcer:
                 notifications=status.notifications,
                 conditions=_merged(current.status, status),
             )
+            if follow_ups:
+                target = replace(target, follow_ups=status.follow_ups)
             written = await self.kube.patch_status(
                 request.namespace, request.name, target.to_json(), current.resource_version
             )
@@ -200,6 +283,42 @@ class Announcer:
         except AuditWriteError as exc:
             metrics.AUDIT_WRITE_FAILURES.inc()
             _log.error("audit write failed for a notification", error=str(exc))
+
+
+def schedule_of(policy: EffectivePolicy, scale: float = 1.0) -> followups.Schedule:
+    """The policy's reminder and escalation times, each divided by `scale` (the setting
+    GREENLIGHT_FOLLOW_UP_SCALE, 1 in production: tests run the schedule in seconds)."""
+    every = policy.reminders_every / scale if policy.reminders_every else None
+    return followups.Schedule(every, tuple(step.after / scale for step in policy.escalation))
+
+
+def _notes(request: Request, due: followups.Due) -> list[FollowUp]:
+    ref = f"{request.namespace}/{request.name}"
+    expires = format_time(request.expires_at)
+    notes = []
+    if due.reminder:
+        notes.append(
+            FollowUp(
+                f"reminder-{due.reminder}",
+                f"Reminder: {ref} ({request.spec.action} on {request.spec.target}) is still "
+                f"waiting for a decision; it expires at {expires}.",
+            )
+        )
+    policy = request.policy
+    assert policy is not None
+    for number in due.escalations:
+        step = policy.escalation[number - 1]
+        notes.append(
+            FollowUp(
+                f"escalation-{number}",
+                f"Escalation {number}: {ref} ({request.spec.action} on {request.spec.target}) "
+                f"has had no decision for {format_duration(step.after, days=False)}; "
+                f"it expires at {expires}. Please review it.",
+                slack_user_groups=step.mention.slack_user_groups,
+                teams_tags=step.mention.teams_tags,
+            )
+        )
+    return notes
 
 
 def notified_event(uid: str, via: str, to: str) -> str:

@@ -3,7 +3,9 @@
 For a log pipeline it logs the request and the exact commands that decide it as one structured
 line ("approval requested"), and the outcome when the request is resolved. For a person at a
 terminal (given a `stream`: `make run` on a TTY) it prints a block instead: what, where, who
-asked, the plan's first lines, when it expires, and the commands to approve or deny.
+asked, Greenlight's own counts of a machine-readable plan and what it destroys, the
+requester's summary (labelled as theirs), the plan's first lines, when it expires, and the
+commands to approve or deny.
 Its "delivery" cannot fail, so its reference is empty.
 """
 
@@ -13,12 +15,14 @@ from typing import TextIO
 
 import structlog
 
-from greenlight.adapters.notifiers import NotificationRef
+from greenlight.adapters.notifiers import FollowUp, NotificationRef
 from greenlight.core.model import RequestView
+from greenlight.core.plans import PlanReading
 from greenlight.core.timefmt import format_time
 
 _log = structlog.get_logger("greenlight.notify.console")
 PLAN_LINES = 10
+DESTROYED_LINES = 20
 
 
 def commands(request: RequestView) -> dict[str, str]:
@@ -61,8 +65,9 @@ def block(request: RequestView) -> str:
         f"  Needs:     {approvals} approval{'s' if approvals != 1 else ''}",
         f"  Expires:   {expires}",
     ]
+    lines += _reading(request.plan_reading)
     if request.plan_summary:
-        lines.append(f"  Summary:   {request.plan_summary}")
+        lines.append(f"  Summary:   {request.plan_summary}  (in the requester's words)")
     if shown:
         lines += ["  Plan:", *shown]
     lines += [
@@ -74,6 +79,21 @@ def block(request: RequestView) -> str:
         "",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _reading(reading: PlanReading | None) -> list[str]:
+    """Greenlight's own counts and the resources the plan destroys (core/plans.py)."""
+    if reading is None:
+        return []
+    lines = [
+        f"  Changes:   {reading.headline()}  (Greenlight's reading of the {reading.format} plan)"
+    ]
+    shown = list(reading.destroyed[:DESTROYED_LINES])
+    if reading.destroys > len(shown):
+        shown.append(f"... and {reading.destroys - len(shown)} more")
+    for n, name in enumerate(shown):
+        lines.append(("  Destroys:  " if n == 0 else " " * 13) + name)
+    return lines
 
 
 class ConsoleNotifier:
@@ -99,6 +119,7 @@ class ConsoleNotifier:
             action=request.action,
             target=request.target,
             requested_by=request.requested_by,
+            plan=request.plan_reading.to_json() if request.plan_reading else None,
             plan_summary=request.plan_summary,
             plan_digest=request.plan_digest,
             required_approvals=request.required_approvals,
@@ -119,11 +140,12 @@ class ConsoleNotifier:
             reason=decision.reason if decision else None,
         )
 
-    async def remind(self, request: RequestView, ref: NotificationRef, text: str) -> None:
+    async def remind(self, request: RequestView, ref: NotificationRef, note: FollowUp) -> None:
         _log.info(
             "approval still pending",
             namespace=request.namespace,
             name=request.name,
-            note=text,
+            note=note.text,
+            follow_up=note.key,
             **commands(request),
         )

@@ -18,12 +18,17 @@ import kopf
 import structlog
 from opentelemetry import trace
 
-from greenlight.adapters.announce import NOTIFY_RETRY, Announcer, FirstAnnouncement
+from greenlight.adapters.announce import (
+    NOTIFY_RETRY,
+    Announcer,
+    FirstAnnouncement,
+    schedule_of,
+)
 from greenlight.adapters.auditlog import AuditLog, AuditWriteError
 from greenlight.adapters.conflicts import KeyedLocks, StillConflicting, retry_on_conflict
 from greenlight.adapters.expiry import ExpiryClock
 from greenlight.adapters.ledger import Ledger
-from greenlight.core import lifecycle, receipts
+from greenlight.core import followups, lifecycle, receipts
 from greenlight.core.dsse import Signer
 from greenlight.core.model import GROUP, KIND, VERSION, Phase
 from greenlight.core.request import Request, Status
@@ -124,6 +129,8 @@ class Converger:
         """Tell people what the decision left due, remember the request, retry what failed."""
         if not failure:
             current, failure = await self.announcer.tell(current)
+        if not failure:
+            current, failure = await self.announcer.follow_up(current)
         self.track(current)
         if failure:
             _log.error(
@@ -231,6 +238,12 @@ class Converger:
             return False
         if self.announcer.due(request) or self.announcer.lost(request):
             return False
+        if status.phase is Phase.PENDING and request.policy is not None:
+            schedule = schedule_of(request.policy, self.announcer.follow_up_scale)
+            if followups.due(
+                schedule, request.created, request.expires_at, now(), status.follow_ups
+            ):
+                return False
         transition = lifecycle.reconcile(request, now())
         return not transition.changes(status) and all(
             self.audit.has(entry.event_id) for entry in transition.audit
@@ -240,7 +253,16 @@ class Converger:
         """Remember the request as it is now; arm its expiry while it is pending."""
         self.ledger.saw(request)
         if request.status.phase is Phase.PENDING:
-            self.clock.arm(request.expires_at.timestamp(), request.namespace, request.name)
+            wake = request.expires_at
+            if request.policy is not None:
+                follow_up = followups.next_at(
+                    schedule_of(request.policy, self.announcer.follow_up_scale),
+                    request.created,
+                    request.expires_at,
+                    request.status.follow_ups,
+                )
+                wake = min(wake, follow_up or wake)
+            self.clock.arm(wake.timestamp(), request.namespace, request.name)
         else:
             self.clock.forget(request.namespace, request.name)
 

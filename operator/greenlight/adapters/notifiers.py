@@ -21,6 +21,18 @@ class NotificationRef:
     ref: str  # e.g. the Slack message ts; "" for the console
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """A reminder, or an escalation step, added to an announcement. `key` is unique per request
+    ("reminder-2", "escalation-1"): a notifier that can look its own messages up posts each
+    key at most once per announcement, across restarts."""
+
+    key: str
+    text: str
+    slack_user_groups: tuple[str, ...] = ()  # mentioned in Slack (<!subteam^ID>)
+    teams_tags: tuple[str, ...] = ()  # mentioned in Teams
+
+
 class NotifierError(Exception):
     """A notification could not be delivered now; the caller retries later."""
 
@@ -51,7 +63,7 @@ class Notifier(Protocol):
         """Show the outcome of a terminal request on the message announced earlier."""
         ...
 
-    async def remind(self, request: RequestView, ref: NotificationRef, text: str) -> None:
-        """Add `text` (a reminder, or an escalation that mentions people) to the message
+    async def remind(self, request: RequestView, ref: NotificationRef, note: FollowUp) -> None:
+        """Add `note` (a reminder, or an escalation that mentions people) to the message
         announced earlier. Raises NotifierError when delivery failed."""
         ...

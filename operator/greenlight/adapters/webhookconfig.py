@@ -6,7 +6,7 @@ effects, failure policy) with kopf's `build_webhooks`, so the handlers are their
 one webhook per handler, served at `/<handler id>`. Greenlight adds what kopf does not declare:
 the operator's own writes match none of the webhooks (`matchConditions` on the caller's user
 name; its status updates and bookkeeping need no admission, and skipping it saves two webhook
-round trips per write), a 10 s timeout, AdmissionReview `v1` only, and namespaced scope.
+round trips per write), a 10 s timeout, AdmissionReview `v1` only, and each rule's scope.
 
 The Helm chart renders the same webhooks (`templates/webhook.yaml`);
 `tests/charts/test_webhook_config.py` compares them field by field. On the local control plane
@@ -27,18 +27,39 @@ from kopf._core.intents.causes import WebhookType
 from kubernetes.client.exceptions import ApiException
 
 from greenlight.adapters import admission as _handlers  # noqa: F401  (registers the handlers)
+from greenlight.adapters import policycheck as _policy_handlers  # noqa: F401
+from greenlight.adapters.policyindex import CLUSTER_PLURAL, NAMESPACED_PLURAL
 from greenlight.core.model import GROUP, KIND, PLURAL, VERSION
 
 NAME = "greenlight.dev"
 TIMEOUT_SECONDS = 10
-_RESOURCE = kopf.Resource(
-    group=GROUP,
-    version=VERSION,
-    plural=PLURAL,
-    kind=KIND,
-    namespaced=True,
-    subresources=frozenset({"status"}),
+_RESOURCES = (
+    kopf.Resource(
+        group=GROUP,
+        version=VERSION,
+        plural=PLURAL,
+        kind=KIND,
+        namespaced=True,
+        subresources=frozenset({"status"}),
+    ),
+    kopf.Resource(
+        group=GROUP,
+        version=VERSION,
+        plural=CLUSTER_PLURAL,
+        kind="ClusterApprovalPolicy",
+        namespaced=False,
+    ),
+    kopf.Resource(
+        group=GROUP,
+        version=VERSION,
+        plural=NAMESPACED_PLURAL,
+        kind="ApprovalPolicy",
+        namespaced=True,
+    ),
 )
+_SCOPES = {
+    resource.plural: "Namespaced" if resource.namespaced else "Cluster" for resource in _RESOURCES
+}
 _log = structlog.get_logger("greenlight.webhooks")
 
 
@@ -55,12 +76,12 @@ def webhooks(
         if handler.reason == reason
     ]
     built = build_webhooks(
-        handlers, resources=[_RESOURCE], name_suffix=NAME, client_config=client_config
+        handlers, resources=_RESOURCES, name_suffix=NAME, client_config=client_config
     )
     for webhook in built:
         webhook.pop("objectSelector", None)  # no handler filters on labels
         for rule in webhook["rules"]:
-            rule["scope"] = "Namespaced"
+            rule["scope"] = _SCOPES[rule["resources"][0].split("/")[0]]
         webhook["admissionReviewVersions"] = ["v1"]
         webhook["timeoutSeconds"] = TIMEOUT_SECONDS
         webhook["matchConditions"] = [

@@ -51,3 +51,40 @@ def parse_valid_for(text: str) -> timedelta:
     if not MIN_VALID_FOR <= value <= MAX_VALID_FOR:
         raise ValueError(f"validFor {text!r} must be between 1m and 24h")
     return value
+
+
+def parse_duration(
+    text: str, what: str, *, minimum: timedelta, maximum: timedelta, days: bool
+) -> timedelta:
+    """Parse a duration in the same grammar, with the bounds and the `d` unit of one field.
+
+    `what` names the field in the error (`reminders.every '5x' is not a duration ...`); with
+    `days` false only hours, minutes and seconds are accepted (so the CRD can check the value
+    with CEL's `duration()`).
+    """
+    match = _PATTERN.match(text)
+    if not text or match is None or (not days and match.group("d") is not None):
+        examples = "30m, 2h, 1h30m or 3d" if days else "15m, 1h or 1h30m"
+        raise ValueError(f"{what} {text!r} is not a duration like {examples}")
+    parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    value = timedelta(
+        days=parts.get("d", 0),
+        hours=parts.get("h", 0),
+        minutes=parts.get("m", 0),
+        seconds=parts.get("s", 0),
+    )
+    if not minimum <= value <= maximum:
+        low, high = format_duration(minimum, days=days), format_duration(maximum, days=days)
+        raise ValueError(f"{what} {text!r} must be between {low} and {high}")
+    return value
+
+
+def format_duration(value: timedelta, *, days: bool = True) -> str:
+    """The shortest spelling the parsers above read back (`3d`, `36h`, `1h30m`, `90s`)."""
+    seconds = int(value.total_seconds())
+    if days and seconds > 0 and seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
+    return text or "0s"

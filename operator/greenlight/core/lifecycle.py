@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Any
 
 from greenlight.core.model import Action, Decision, Phase, Via
-from greenlight.core.policy import Attempt, judge
+from greenlight.core.policies import Outcome
+from greenlight.core.policy import Attempt, judge, quorum_met
 from greenlight.core.request import (
     Approval,
     ConditionStatus,
@@ -69,6 +70,10 @@ def reconcile(request: Request, now: datetime) -> Transition:
         status = _initial_status(request, now)
         entered = Phase.PENDING
         audit.append(_requested_entry(request, status))
+        if _auto_approved(request):
+            status = _finish(status, _policy_decision(request), now)
+            entered = Phase.APPROVED
+            audit.append(_terminal_entry(request.uid, status))
     audit.extend(_untrusted_entries(request))
     for record in request.marks.records:
         status, entry, moved = _apply(request, status, record, now)
@@ -177,8 +182,10 @@ def _initial_status(request: Request, now: datetime) -> Status:
     status = Status(
         phase=Phase.PENDING,
         requested_by=request.marks.stamp.user if request.marks.stamp else "",
-        expires_at=request.created + request.spec.timeout,
+        expires_at=request.created + request.timeout,
         plan_digest=request.spec.plan_digest,
+        policy=request.policy,
+        plan=request.marks.plan,
     )
     status = status.with_condition(
         ConditionType.NOTIFIED, ConditionStatus.UNKNOWN, "Pending", "no notification sent yet", now
@@ -238,7 +245,7 @@ def _count(
     if record.action is Action.APPROVE:
         approval = Approval(record.user, record.at, record.via, record.reason)
         status = replace(status, approvals=(*status.approvals, approval))
-        if len(status.approvals) < request.spec.required_approvals:
+        if not _quorum(request, status):
             return status, allowed, None
         decision = replace(decision, outcome=Phase.APPROVED)
     elif record.action is Action.DENY:
@@ -246,6 +253,33 @@ def _count(
     else:
         decision = replace(decision, outcome=Phase.CANCELLED)
     return _finish(status, decision, now), allowed, decision.outcome
+
+
+def _quorum(request: Request, status: Status) -> bool:
+    """Enough distinct approvals: the effective count, and at least N from each group the
+    policy names (group membership as the API server reported it when each person decided)."""
+    policy = request.policy
+    if policy is None:
+        return len(status.approvals) >= request.spec.required_approvals
+    groups = {r.user: r.groups for r in request.marks.records if r.action is Action.APPROVE}
+    return quorum_met(policy, [(a.user, groups.get(a.user, ())) for a in status.approvals])
+
+
+def _auto_approved(request: Request) -> bool:
+    """Every matching policy allow-lists this action: decided at once, by the policy."""
+    policy = request.policy
+    return (
+        policy is not None
+        and policy.outcome is Outcome.AUTO_APPROVE
+        and request.marks.stamp is not None
+    )
+
+
+def _policy_decision(request: Request) -> Decision:
+    policy = request.policy
+    assert policy is not None
+    by = "policy:" + ",".join(policy.sources) if policy.sources else "policy"
+    return Decision(Phase.APPROVED, by, request.created, Via.POLICY, "auto-approved by policy")
 
 
 def _allowed(request: Request, record: DecisionRecord, *, counted: bool) -> AuditEntry:

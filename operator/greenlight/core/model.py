@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from greenlight.core.plans import PlanReading
 
@@ -23,6 +25,9 @@ ANN_TRACEPARENT = f"{GROUP}/traceparent"
 ANN_REQUESTED_BY = f"{GROUP}/requested-by"
 DECISION_RECORD_PREFIX = f"decisions.{GROUP}/"
 OPERATOR_OWNED_PREFIXES = (ANN_REQUESTED_BY, DECISION_RECORD_PREFIX)
+
+# How the admission webhook's message starts when a policy refuses a create (`check` reads it).
+POLICY_REFUSAL = "refused by policy"
 
 # RBAC verbs checked with a SubjectAccessReview (the CertificateSigningRequest model).
 VERB_APPROVE = "approve"
@@ -51,8 +56,10 @@ class Action(enum.StrEnum):
 
 class Via(enum.StrEnum):
     SLACK = "slack"
+    TEAMS = "teams"
     KUBECTL = "kubectl"
     EXPIRY = "expiry"
+    POLICY = "policy"  # decided at once by an AutoApprove policy
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,27 @@ class Decision:
     at: datetime
     via: Via
     reason: str = ""
+
+
+class ApproverSetRules(Protocol):
+    """One source's restriction on who decides (core/policies.ApproverSet)."""
+
+    @property
+    def users(self) -> tuple[str, ...]: ...
+    @property
+    def groups(self) -> tuple[str, ...]: ...
+    @property
+    def source(self) -> str: ...
+    def admits(self, user: str, groups: Iterable[str]) -> bool: ...
+
+
+class ApproverRules(Protocol):
+    """What the per-attempt judge reads of the effective policy (core/policies.EffectivePolicy;
+    a protocol here so the plain data below needs no import of the policy engine)."""
+
+    @property
+    def approvers(self) -> Sequence[ApproverSetRules]: ...
+    def admits(self, user: str, groups: Iterable[str]) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,8 @@ class RequestView:
     plan_reading: PlanReading | None = None  # status.plan: Greenlight's reading of the plan
     # Channels the effective policy adds, as (notifier, channel) pairs.
     notify_also: tuple[tuple[str, str], ...] = ()
+    # The effective policy stamped at admission; None: the request's own rules only.
+    policy: ApproverRules | None = None
 
     def policy_channels(self, notifier: str) -> tuple[str, ...]:
         return tuple(channel for via, channel in self.notify_also if via == notifier)

@@ -11,6 +11,7 @@ something away (the self-approval ban, counting a quorum) with `same_person`, wh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +23,7 @@ from greenlight.core.identity import (
     same_person,
 )
 from greenlight.core.model import Action, Identity, RequestView
+from greenlight.core.policies import EffectivePolicy
 from greenlight.core.timefmt import format_time
 
 
@@ -99,6 +101,16 @@ def _refuse(code: str, message: str) -> Verdict:
 
 
 def _not_in_approvers(request: RequestView, identity: Identity) -> Verdict:
+    policy = request.policy
+    if policy is not None:
+        for approvers in policy.approvers:
+            if not approvers.admits(identity.user, identity.groups):
+                return _refuse(
+                    "not_in_approvers",
+                    f"user {identity.user!r} may not decide {request.namespace}/{request.name}: "
+                    f"{approvers.source or 'the effective policy'} allows only "
+                    + _people(approvers.users, approvers.groups),
+                )
     return _refuse(
         "not_in_approvers",
         f"user {identity.user!r} is not in policy.approvers of {request.namespace}/{request.name} "
@@ -141,6 +153,11 @@ def _requesters(request: RequestView) -> tuple[str, ...]:
 
 
 def _in_approvers(request: RequestView, identity: Identity) -> bool:
+    """Allowed by the request's own `policy.approvers` and by every set the effective policy
+    restricts to (the policies can only narrow who decides)."""
+    policy = request.policy
+    if policy is not None and not policy.admits(identity.user, identity.groups):
+        return False
     if not request.approvers_users and not request.approvers_groups:
         return True
     listed = {canonical(user) for user in request.approvers_users}
@@ -149,5 +166,86 @@ def _in_approvers(request: RequestView, identity: Identity) -> bool:
     )
 
 
+def _people(users: tuple[str, ...], groups: tuple[str, ...]) -> str:
+    parts = ([f"users {', '.join(users)}"] if users else []) + (
+        [f"members of {', '.join(groups)}"] if groups else []
+    )
+    return " and ".join(parts) or "nobody"
+
+
 def _listing(items: tuple[str, ...]) -> str:
     return ", ".join(items) if items else "-"
+
+
+Approver = tuple[str, Sequence[str]]  # (user, groups as the API server reported them)
+
+
+def policy_problem(
+    effective: EffectivePolicy, attempt: Attempt, approvals: Sequence[Approver], *, ref: str
+) -> Verdict | None:
+    """What the effective policy (`status.policy`) refuses of an approve or deny, or None.
+
+    `approvals` are the approvals counted so far; `ref` is `namespace/name`. A decider must be
+    in every restricting approver set. An approval must also be able to count: when the only
+    approvals still missing are ones `fromGroups` requires, an approver in none of those groups
+    is refused, with what is missing (their approval would be recorded and change nothing).
+    Cancels are `judge`'s alone: the requester may always cancel.
+    """
+    identity = attempt.identity
+    if attempt.action is Action.CANCEL:
+        return None
+    for approvers in effective.approvers:
+        if not approvers.admits(identity.user, identity.groups):
+            return _refuse(
+                "not_in_approvers",
+                f"user {identity.user!r} may not decide {ref}: "
+                f"{approvers.source or 'the effective policy'} allows only users "
+                f"{_listing(approvers.users)}; groups {_listing(approvers.groups)}",
+            )
+    if attempt.action is not Action.APPROVE:
+        return None
+    counted = _distinct(effective, approvals)
+    if any(same_person(identity.user, user) for user, _ in counted):
+        return None  # judge reports the duplicate
+    short = _groups_short(effective, counted)
+    groups = set(identity.groups)
+    if not short or groups & short.keys():
+        return None
+    if effective.required_approvals - len(counted) > max(short.values()):
+        return None  # it still counts toward the total
+    missing = "; ".join(
+        f"{need} more from group {group!r}" for group, need in sorted(short.items())
+    )
+    return _refuse(
+        "not_in_required_groups",
+        f"an approval by {identity.user!r} would not count toward {ref}: it still needs "
+        f"{missing}, and {identity.user!r} is in none of those groups",
+    )
+
+
+def quorum_met(effective: EffectivePolicy, approvals: Sequence[Approver]) -> bool:
+    """Whether the approvals so far meet the effective policy: `requiredApprovals` distinct
+    people (`same_person`: two spellings of one person count once), each admitted by every
+    restricting approver set, and at least `count` of them in each `fromGroups` group."""
+    counted = _distinct(effective, approvals)
+    return len(counted) >= effective.required_approvals and not _groups_short(effective, counted)
+
+
+def _distinct(effective: EffectivePolicy, approvals: Sequence[Approver]) -> list[Approver]:
+    counted: list[Approver] = []
+    for user, groups in approvals:
+        if not effective.admits(user, groups):
+            continue
+        if not any(same_person(user, other) for other, _ in counted):
+            counted.append((user, groups))
+    return counted
+
+
+def _groups_short(effective: EffectivePolicy, counted: Sequence[Approver]) -> dict[str, int]:
+    """group -> how many more approvers from it `fromGroups` still needs (only those short)."""
+    short: dict[str, int] = {}
+    for quorum in effective.from_groups:
+        have = sum(1 for _, groups in counted if quorum.group in groups)
+        if have < quorum.count:
+            short[quorum.group] = quorum.count - have
+    return short

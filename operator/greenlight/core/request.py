@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +21,7 @@ from greenlight.core.durations import (
     parse_timeout,
     parse_valid_for,
 )
+from greenlight.core.followups import Progress
 from greenlight.core.model import (
     ANN_REQUESTED_BY,
     ANN_TRACEPARENT,
@@ -30,6 +31,8 @@ from greenlight.core.model import (
     RequestView,
     Via,
 )
+from greenlight.core.plans import TEXT, PlanReading
+from greenlight.core.policies import EffectivePolicy
 from greenlight.core.stamps import DecisionRecord, Stamp, Subject, plan_digest
 from greenlight.core.timefmt import format_time, parse_time
 
@@ -135,6 +138,11 @@ class Status:
     notifications: tuple[Notification, ...] = ()
     conditions: tuple[Condition, ...] = ()
     receipt: Envelope | None = None  # the signed receipt (core/receipts.py), once Approved
+    # Reminders and escalation steps sent (core/followups.py).
+    follow_ups: Progress = field(default_factory=Progress)
+    # Copies of what admission stamped (the stamp stays the source): shown to people.
+    policy: EffectivePolicy | None = None  # status.policy
+    plan: PlanReading | None = None  # status.plan: Greenlight's reading of the plan
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type is kind), None)
@@ -173,6 +181,12 @@ class Status:
             }
         if self.receipt is not None:
             data["receipt"] = self.receipt.to_json()
+        if self.follow_ups != Progress():
+            data["followUps"] = self.follow_ups.to_json()
+        if self.policy is not None:
+            data["policy"] = self.policy.to_json()
+        if self.plan is not None:
+            data["plan"] = self.plan.to_json()
         return data
 
     @classmethod
@@ -225,6 +239,9 @@ class Status:
                 if c.get("type") in ConditionType._value2member_map_
             ),
             receipt=Envelope.from_json(receipt) if receipt else None,
+            follow_ups=Progress.from_json(data.get("followUps")),
+            policy=EffectivePolicy.from_json(data["policy"]) if data.get("policy") else None,
+            plan=PlanReading.from_json(data["plan"]) if data.get("plan") else None,
         )
 
 
@@ -238,6 +255,7 @@ class Spec:
     workflow_id: str
     task_id: str = ""
     on_behalf_of: str = ""
+    plan_format: str = TEXT  # spec.plan.format: how Greenlight reads the plan (core/plans.py)
     plan_summary: str = ""
     plan_preview: str = ""
     plan_digest: str = EMPTY_DIGEST
@@ -247,6 +265,7 @@ class Spec:
     approvers_users: tuple[str, ...] = ()
     approvers_groups: tuple[str, ...] = ()
     slack_channel: str = ""
+    teams_conversation: str = ""
 
     @classmethod
     def from_json(cls, spec: Mapping[str, Any]) -> Spec:
@@ -261,6 +280,7 @@ class Spec:
             workflow_id=str(requester.get("workflowId", "")),
             task_id=str(requester.get("taskId", "")),
             on_behalf_of=str(requester.get("onBehalfOf", "")),
+            plan_format=str(plan.get("format") or TEXT),
             plan_summary=str(plan.get("summary") or ""),
             plan_preview=preview(details),
             plan_digest=plan_digest(details),
@@ -270,6 +290,9 @@ class Spec:
             approvers_users=tuple(str(u) for u in approvers.get("users") or ()),
             approvers_groups=tuple(str(g) for g in approvers.get("groups") or ()),
             slack_channel=str(((spec.get("notify") or {}).get("slack") or {}).get("channel", "")),
+            teams_conversation=str(
+                ((spec.get("notify") or {}).get("teams") or {}).get("conversation", "")
+            ),
         )
 
 
@@ -289,6 +312,9 @@ class Marks:
     stamp: Stamp | None  # None: absent, malformed or not issued by Greenlight
     records: tuple[DecisionRecord, ...]  # valid records, oldest first
     untrusted: tuple[str, ...]  # annotation keys holding records Greenlight did not issue
+    # What admission decided, from the stamp: None on requests stamped before policies.
+    policy: EffectivePolicy | None = None
+    plan: PlanReading | None = None
 
 
 @dataclass(frozen=True)
@@ -304,8 +330,28 @@ class Request:
     traceparent: str = ""
 
     @property
+    def policy(self) -> EffectivePolicy | None:
+        """The effective policy stamped at admission (None: the request's own rules only)."""
+        return self.marks.policy
+
+    @property
+    def timeout(self) -> timedelta:
+        return self.policy.timeout if self.policy is not None else self.spec.timeout
+
+    @property
     def expires_at(self) -> datetime:
-        return self.status.expires_at or self.created + self.spec.timeout
+        return self.status.expires_at or self.created + self.timeout
+
+    def notify_also(self, status: Status) -> tuple[tuple[str, str], ...]:
+        """(notifier, channel) pairs the policy adds: its channels, and those of every
+        escalation step already reached."""
+        if self.policy is None:
+            return ()
+        reached = self.policy.escalation[: status.follow_ups.escalations]
+        pairs: list[tuple[str, str]] = []
+        for notify in (self.policy.notify, *(step.notify for step in reached)):
+            pairs += [("slack", c) for c in notify.slack] + [("teams", c) for c in notify.teams]
+        return tuple(dict.fromkeys(pairs))
 
     @property
     def requested_by(self) -> str:
@@ -341,12 +387,18 @@ class Request:
             requested_by=status.requested_by or self.requested_by,
             expires_at=status.expires_at or self.expires_at,
             phase=status.phase or Phase.PENDING,
-            required_approvals=spec.required_approvals,
+            required_approvals=(
+                self.policy.required_approvals if self.policy else spec.required_approvals
+            ),
             approvers_users=spec.approvers_users,
             approvers_groups=spec.approvers_groups,
             slack_channel=spec.slack_channel,
+            teams_conversation=spec.teams_conversation,
             approvals=tuple(a.user for a in status.approvals),
             decision=status.decision,
+            plan_reading=self.marks.plan,
+            notify_also=self.notify_also(status),
+            policy=self.policy,
         )
 
     @classmethod
@@ -390,6 +442,13 @@ def _marks(
             parsed = None
         if parsed is not None and parsed.valid(key, subject, created):
             stamp = parsed
+    policy, plan = None, None
+    if stamp is not None:
+        try:
+            policy = EffectivePolicy.from_json(stamp.policy) if stamp.policy else None
+            plan = PlanReading.from_json(stamp.plan) if stamp.plan else None
+        except (ValueError, TypeError, KeyError):
+            stamp = None  # what admission decided cannot be read: never act on it
     records, untrusted = [], []
     for name, value in annotations.items():
         if not name.startswith(DECISION_RECORD_PREFIX):
@@ -404,4 +463,4 @@ def _marks(
         else:
             untrusted.append(name)
     records.sort(key=lambda r: (r.at, r.user))
-    return Marks(stamp, tuple(records), tuple(sorted(untrusted)))
+    return Marks(stamp, tuple(records), tuple(sorted(untrusted)), policy, plan)

@@ -6,8 +6,9 @@ connection error is *down*. Results land in `greenlight_external_service_up{serv
 and, when a response arrived, `greenlight_external_service_request_duration_seconds{service}`.
 
 Checks come from the YAML list in `GREENLIGHT_HEALTH_CHECKS_FILE` (which replaces the defaults;
-an empty list disables checking) or from `default_checks()`: GitHub, Pulumi Cloud, Slack, and
-HashiCorp Vault when `VAULT_ADDR` is set.
+an empty list disables checking) or from `default_checks()`: GitHub, Pulumi Cloud, Slack, the
+Bot Connector and its sign-in services when Teams is configured, and HashiCorp Vault when
+`VAULT_ADDR` is set.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ _CHECK_LIST = TypeAdapter(list[HealthCheck])
 
 
 def default_checks(settings: Settings) -> list[HealthCheck]:
-    """GitHub, Pulumi Cloud and Slack; Vault too when `VAULT_ADDR` is set.
+    """GitHub, Pulumi Cloud and Slack; the Teams services when Teams is configured
+    (`teams_checks`); Vault too when `VAULT_ADDR` is set.
 
     The Slack check follows `GREENLIGHT_SLACK_API_URL`, so it probes the Slack the operator
     actually talks to.
@@ -84,6 +86,8 @@ def default_checks(settings: Settings) -> list[HealthCheck]:
         HealthCheck(name="pulumi", url="https://api.pulumi.com/api/capabilities"),
         HealthCheck(name="slack", url=slack_api.rstrip("/") + "/api.test"),
     ]
+    if settings.teams_enabled:
+        checks += teams_checks(settings)
     vault_addr = settings.vault_addr
     if vault_addr:
         checks.append(
@@ -94,6 +98,23 @@ def default_checks(settings: Settings) -> list[HealthCheck]:
             )
         )
     return checks
+
+
+def teams_checks(settings: Settings) -> list[HealthCheck]:
+    """The services a Teams bot depends on, at the URLs the operator is configured with:
+    the Bot Connector (`teams`: an anonymous call is answered 401 when it is up), the Bot
+    Framework's OpenID metadata that inbound tokens are verified with (`teams-keys`), and the
+    tenant's Entra ID discovery that outbound tokens come from (`teams-login`)."""
+    authority = f"{settings.teams_authority_url.rstrip('/')}/{settings.teams_tenant_id.strip()}"
+    return [
+        HealthCheck(
+            name="teams",
+            url=settings.teams_service_url.rstrip("/") + "/v3/conversations",
+            expected_status=(401,),
+        ),
+        HealthCheck(name="teams-keys", url=settings.teams_openid_metadata_url),
+        HealthCheck(name="teams-login", url=f"{authority}/v2.0/.well-known/openid-configuration"),
+    ]
 
 
 def load_checks(settings: Settings) -> list[HealthCheck]:

@@ -21,8 +21,8 @@ from greenlight.telemetry.exposition import ALL_INTERFACES, MetricsServer, Regis
 from greenlight.telemetry.exposition import serve as _serve
 
 OUTCOMES: tuple[str, ...] = ("approved", "denied", "expired", "cancelled")
-VIAS: tuple[str, ...] = ("slack", "kubectl", "expiry")
-CHANNELS: tuple[str, ...] = ("console", "slack")
+VIAS: tuple[str, ...] = ("slack", "teams", "kubectl", "expiry", "policy")
+CHANNELS: tuple[str, ...] = ("console", "slack", "teams")
 RESULTS: tuple[str, ...] = ("success", "failure")
 REFUSAL_REASONS: tuple[str, ...] = (
     "not_authorized",
@@ -39,7 +39,10 @@ REFUSAL_REASONS: tuple[str, ...] = (
     "unknown_user",
     "untrusted_record",
     "unverified_request",
+    "policy_refused",
+    "foreign_tenant",
 )
+FOLLOW_UPS: tuple[str, ...] = ("reminder", "escalation")
 
 # How long people take to decide: from half a minute to a day.
 DECISION_BUCKETS: tuple[float, ...] = (
@@ -132,6 +135,21 @@ EXTERNAL_SERVICE_DURATION = Histogram(
     buckets=CALL_BUCKETS,
     registry=OPERATOR_REGISTRY,
 )
+FOLLOW_UPS_SENT = Counter(
+    "greenlight_follow_ups_total",
+    "Reminders and escalation steps added to announcements of pending requests, by kind "
+    "(reminder | escalation) and channel.",
+    ["kind", "channel"],
+    registry=OPERATOR_REGISTRY,
+)
+POLICY_EVALUATIONS = Counter(
+    "greenlight_policy_evaluations_total",
+    "Creates the admission webhook judged against the installed policies, by outcome "
+    "(RequireApproval | AutoApprove | Refuse).",
+    ["outcome"],
+    registry=OPERATOR_REGISTRY,
+)
+POLICY_OUTCOMES: tuple[str, ...] = ("RequireApproval", "AutoApprove", "Refuse")
 BUILD_INFO = Gauge(
     "greenlight_build_info",
     "Always 1; labels say which Greenlight and Python are running.",
@@ -159,6 +177,11 @@ def _initialise() -> None:
             NOTIFICATIONS.labels(channel=channel, result=result)
     for reason in REFUSAL_REASONS:
         DECISION_ATTEMPTS_REFUSED.labels(reason=reason)
+    for kind in FOLLOW_UPS:
+        for channel in CHANNELS:
+            FOLLOW_UPS_SENT.labels(kind=kind, channel=channel)
+    for outcome in POLICY_OUTCOMES:
+        POLICY_EVALUATIONS.labels(outcome=outcome)
     BUILD_INFO.labels(version=_version(), python_version=platform.python_version()).set(1)
 
 
@@ -194,6 +217,18 @@ def observe_notification(
     _check("result", result, RESULTS)
     NOTIFICATIONS.labels(channel=channel, result=result).inc()
     NOTIFICATION_DURATION.labels(channel=channel).observe(max(seconds, 0.0), _exemplar(trace_id))
+
+
+def count_follow_up(kind: str, channel: str) -> None:
+    """Count one reminder or escalation step delivered to one announcement."""
+    _check("kind", kind, FOLLOW_UPS)
+    _check("channel", channel, CHANNELS)
+    FOLLOW_UPS_SENT.labels(kind=kind, channel=channel).inc()
+
+
+def count_policy_evaluation(outcome: str) -> None:
+    _check("outcome", outcome, POLICY_OUTCOMES)
+    POLICY_EVALUATIONS.labels(outcome=outcome).inc()
 
 
 def refuse(reason: str) -> None:

@@ -4,7 +4,8 @@ Everything a requester wrote (action, target, plan) is untrusted text: it is esc
 mention `@channel`, fake a link or break out of the code block, and it is cut to Slack's field
 limits. The plan preview is bounded (PREVIEW_MAX_LINES / PREVIEW_MAX_CHARS); the full plan stays
 in the ApprovalRequest and its sha256 (`planDigest`) is shown so people can check what they
-approve against what will run.
+approve against what will run. Greenlight's own reading of a machine-readable plan (its counts,
+then what it destroys) comes before the requester's summary, which is labelled as theirs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from greenlight.core.model import Phase, RequestView
+from greenlight.core.plans import PlanReading
 from greenlight.core.timefmt import format_time
 
 Block = dict[str, Any]
@@ -134,6 +136,8 @@ def pending_message(request: RequestView, approve_token: str, deny_token: str) -
         },
     ]
     text = f"Approval needed: {request.action} on {request.target} ({_ref(request)})"
+    if request.plan_reading is not None:
+        text = f"{text}: {request.plan_reading.headline()}"
     return RenderedMessage(text=_cut(text, _FALLBACK_MAX), blocks=blocks)
 
 
@@ -221,8 +225,11 @@ def _facts(request: RequestView, title: str) -> list[Block]:
         {"type": "header", "text": {"type": "plain_text", "text": _cut(title, _HEADER_MAX)}},
         {"type": "section", "fields": field_blocks},
     ]
+    if request.plan_reading is not None:
+        reading = _plan_reading(request.plan_reading)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": reading}})
     if request.plan_summary:
-        summary = f"*Plan summary*\n{escape(request.plan_summary)}"
+        summary = f"*Summary, in the requester's words*\n{escape(request.plan_summary)}"
         summary = _cut(summary, _SECTION_MAX)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": summary}})
     if request.plan_preview:
@@ -248,6 +255,26 @@ def _facts(request: RequestView, title: str) -> list[Block]:
         }
     )
     return blocks
+
+
+def _plan_reading(reading: PlanReading) -> str:
+    """Greenlight's own counts, then the resources the plan destroys, as many as fit one
+    section (the rest are counted)."""
+    mark = ":warning: " if reading.destroys else ""
+    text = f"*Greenlight's reading of the plan* ({reading.format})\n{mark}{reading.headline()}"
+    if not reading.destroys:
+        return text
+    heading = "\n*Destroyed or replaced*\n"
+    room = _SECTION_MAX - len(text) - len(f"{heading}``````\n… and 1000000000 more")
+    names: list[str] = []
+    for name in reading.destroyed:
+        room -= len(_code(name)) + 1
+        if room < 0:
+            break
+        names.append(_code(name))
+    more = reading.destroys - len(names)
+    listed = "\n".join(names) + (f"\n… and {more} more" if more else "")
+    return f"{text}{heading}```{listed}```"
 
 
 def _ref(request: RequestView) -> str:

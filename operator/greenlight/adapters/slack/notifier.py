@@ -28,7 +28,7 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from greenlight.adapters.notifiers import NotificationRef, NotifierError
+from greenlight.adapters.notifiers import FollowUp, NotificationRef, NotifierError
 from greenlight.adapters.slack import blocks
 from greenlight.adapters.slack.client import API_ERRORS, error_code
 from greenlight.adapters.slack.tokens import TokenCodec
@@ -36,6 +36,7 @@ from greenlight.core.model import Action, RequestView
 
 REQUEST_EVENT = "greenlight_request"
 RESOLUTION_EVENT = "greenlight_resolution"
+FOLLOW_UP_EVENT = "greenlight_follow_up"
 HISTORY_PAGE_SIZE = 200
 HISTORY_PAGES = 5
 # The longest timeout a request may have (DESIGN §2): its message cannot be older than this.
@@ -117,16 +118,42 @@ class SlackNotifier:
         except API_ERRORS as exc:
             raise _failure("resolve", exc) from exc
 
-    async def remind(self, request: RequestView, ref: NotificationRef, text: str) -> None:
-        """A reply in the announcement's thread (mentions in `text` notify those people)."""
+    async def remind(self, request: RequestView, ref: NotificationRef, note: FollowUp) -> None:
+        """A reply in the announcement's thread that mentions the user groups; carries
+        `greenlight_follow_up` metadata with the key and is looked up before posting, so a
+        restart between posting and recording never posts it twice."""
         if not ref.ref:
             return
+        mentions = " ".join(f"<!subteam^{group}>" for group in note.slack_user_groups)
+        text = f"{mentions} {note.text}" if mentions else note.text
+        metadata = _metadata(FOLLOW_UP_EVENT, request)
+        metadata["event_payload"]["key"] = note.key
         try:
+            if await self._find_follow_up(request, ref, note.key):
+                return
             await self._client.chat_postMessage(
-                channel=ref.channel, thread_ts=ref.ref, text=text, unfurl_links=False
+                channel=ref.channel,
+                thread_ts=ref.ref,
+                text=text,
+                metadata=metadata,
+                unfurl_links=False,
+                unfurl_media=False,
             )
         except API_ERRORS as exc:
             raise _failure("remind", exc) from exc
+
+    async def _find_follow_up(self, request: RequestView, ref: NotificationRef, key: str) -> bool:
+        bot = await self._bot_identity()
+        response = await self._client.conversations_replies(
+            channel=ref.channel, ts=ref.ref, limit=HISTORY_PAGE_SIZE, include_all_metadata=True
+        )
+        return any(
+            _is_ours(message, bot)
+            and _carries(message, FOLLOW_UP_EVENT, request.uid)
+            and (message["metadata"].get("event_payload") or {}).get("key") == key
+            for message in response.get("messages") or []
+            if message.get("ts") != ref.ref
+        )
 
     async def _notify_once(self, request: RequestView, channel: str) -> NotificationRef:
         try:

@@ -1,0 +1,79 @@
+"""What every chat channel adapter gets from the operator, and hands back.
+
+A chat adapter (Teams in `adapters/teams`; Slack has the same shape in
+`adapters/slack/interactions.py`) turns a click into a decision attempt. It never decides:
+it calls `DecisionsPort.submit_decision`, which authorizes exactly like the kubectl path
+(SubjectAccessReview, policy.approvers, the self-approval ban, a reason for deny, terminal
+requests) and audits the attempt. Refusals the adapter decides itself, before an identity is
+known (a forged token, an unknown user), go through `DecisionsPort.record_audit`, so every
+attempt is on record once. Adding a channel is one package that implements
+`adapters.notifiers.Notifier` and uses this port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from greenlight.core.model import Action, Identity, RequestView, Via
+
+# The API server adds this group to every authenticated user; an identity a chat adapter maps
+# carries it too, so a SubjectAccessReview answers the question it answers for kubectl.
+AUTHENTICATED_GROUP = "system:authenticated"
+
+
+class SubmitDecision(Protocol):
+    async def __call__(
+        self, namespace: str, name: str, identity: Identity, action: Action, reason: str, via: Via
+    ) -> RequestView: ...
+
+
+class FindRequestByUid(Protocol):
+    async def __call__(self, uid: str) -> RequestView | None: ...
+
+
+class RecordAudit(Protocol):
+    async def __call__(
+        self,
+        event: str,
+        *,
+        request: Mapping[str, Any] | None,
+        actor: str,
+        outcome: str,
+        reason: str = "",
+        details: Mapping[str, Any] | None = None,
+    ) -> object: ...
+
+
+@dataclass(frozen=True)
+class DecisionsPort:
+    """The operator's decision path, injected so an adapter does not import the handlers."""
+
+    submit_decision: SubmitDecision
+    find_request_by_uid: FindRequestByUid
+    record_audit: RecordAudit
+
+
+def authenticated(user: str, groups: tuple[str, ...] = ()) -> Identity:
+    """The identity of a mapped chat user, with `system:authenticated` as kubectl's has."""
+    all_groups = groups if AUTHENTICATED_GROUP in groups else (*groups, AUTHENTICATED_GROUP)
+    return Identity(user=user, groups=all_groups)
+
+
+def audit_subject(request: RequestView) -> dict[str, Any]:
+    """The request as every audit record describes it (core.request.Request.subject)."""
+    return {
+        "namespace": request.namespace,
+        "name": request.name,
+        "uid": request.uid,
+        "planDigest": request.plan_digest,
+        "phase": request.phase.value,
+        "requestedBy": request.requested_by or None,
+    }
+
+
+def already(request: RequestView) -> str:
+    """ "already Approved by bob": why a terminal request takes no more decisions."""
+    who = request.decision.by if request.decision else ""
+    return f"already {request.phase.value}" + (f" by {who}" if who else "")
