@@ -206,6 +206,12 @@ def test_webhooks_fail_closed_and_trust_the_ca_that_signed_the_serving_cert(
             ("greenlight-admission-validate", ["approvalrequests"], ["CREATE", "UPDATE"]),
             ("greenlight-admission-status", ["approvalrequests/status"], ["UPDATE"]),
             ("greenlight-admission-delete", ["approvalrequests"], ["DELETE"]),
+            (
+                "greenlight-policy-validate-cluster",
+                ["clusterapprovalpolicies"],
+                ["CREATE", "UPDATE"],
+            ),
+            ("greenlight-policy-validate", ["approvalpolicies"], ["CREATE", "UPDATE"]),
         ],
     }
     # As the admission handlers declare them (`side_effects=` in adapters/admission.py).
@@ -215,6 +221,8 @@ def test_webhooks_fail_closed_and_trust_the_ca_that_signed_the_serving_cert(
         "greenlight-admission-validate": "NoneOnDryRun",
         "greenlight-admission-status": "NoneOnDryRun",
         "greenlight-admission-delete": "None",
+        "greenlight-policy-validate-cluster": "None",
+        "greenlight-policy-validate": "None",
     }
     operator = f"system:serviceaccount:{NAMESPACE}:greenlight"
     for kind, hooks in expected.items():

@@ -301,12 +301,17 @@ def test_a_replayed_activity_is_refused_and_counts_once(
 
 def test_a_double_click_is_recorded_once(teams: TeamsDeployment, requests: Requests) -> None:
     card = announced(teams, requests, "double", policy={"requiredApprovals": 2})
+    ref = f"{requests.namespace}/double"
 
-    teams.click("bob", card)
-    _code, answer = teams.click("bob", card)
+    answers = [teams.click("bob", card)[1]["value"] for _ in range(2)]
+    requests.wait("double", lambda s: len(s.get("approvals") or []) == 1)
+    _code, later = teams.click("bob", card)
 
-    assert answer["value"] == f"Your approval of {requests.namespace}/double was already recorded."
-    assert [a["user"] for a in requests.status_of("double")["approvals"]] == ["bob"]
+    assert answers[0] == f"Recorded: you approved {ref} (2 approvals required)."
+    assert answers[1] in {answers[0], f"Your approval of {ref} was already recorded."}
+    assert later["value"] == f"Your approval of {ref} was already recorded."
+    status = requests.status_of("double")
+    assert (status["phase"], [a["user"] for a in status["approvals"]]) == ("Pending", ["bob"])
 
 
 def test_a_reused_card_token_on_a_decided_request_is_refused(

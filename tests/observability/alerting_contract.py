@@ -32,6 +32,8 @@ CONTRACT_METRICS: dict[str, Metric] = {
     "greenlight_decision_attempts_refused_total": _metric("counter", "reason"),
     "greenlight_audit_write_failures_total": _metric("counter"),
     "greenlight_audit_chain_broken": _metric("gauge"),
+    "greenlight_follow_ups_total": _metric("counter", "kind", "channel"),
+    "greenlight_policy_evaluations_total": _metric("counter", "outcome"),
     "greenlight_external_service_up": _metric("gauge", "service"),
     "greenlight_external_service_request_duration_seconds": _metric("histogram", "service"),
     "greenlight_build_info": _metric("gauge", "version", "python_version"),

@@ -54,6 +54,8 @@ CONTRACT = {
     "greenlight_decision_attempts_refused": ("counter", ("reason",)),
     "greenlight_audit_write_failures": ("counter", ()),
     "greenlight_audit_chain_broken": ("gauge", ()),
+    "greenlight_follow_ups": ("counter", ("kind", "channel")),
+    "greenlight_policy_evaluations": ("counter", ("outcome",)),
     "greenlight_external_service_up": ("gauge", ("service",)),
     "greenlight_external_service_request_duration_seconds": ("histogram", ("service",)),
     "greenlight_build_info": ("gauge", ("version", "python_version")),

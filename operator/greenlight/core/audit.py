@@ -32,6 +32,8 @@ EVENTS = (
     "expired",
     "cancelled",
     "receipt_issued",
+    "reminded",
+    "escalated",
     "deleted",
     "chain_repaired",
     "chain_reset",

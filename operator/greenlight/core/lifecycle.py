@@ -316,11 +316,24 @@ def _requested_entry(request: Request, status: Status) -> AuditEntry:
         actor=status.requested_by or "unknown",
         outcome="accepted" if request.marks.stamp else "unverified",
         event_id=f"{request.uid}:requested",
-        details={
-            "expiresAt": status.to_json()["expiresAt"],
-            "planDigest": status.plan_digest,
-        },
+        details=_requested_details(request, status),
     )
+
+
+def _requested_details(request: Request, status: Status) -> dict[str, Any]:
+    """The requested record: when it expires, the plan, and what admission decided (the
+    effective policy, conditions that failed and were read strictly, Greenlight's plan
+    reading)."""
+    details: dict[str, Any] = {
+        "expiresAt": status.to_json()["expiresAt"],
+        "planDigest": status.plan_digest,
+    }
+    stamp = request.marks.stamp
+    if stamp is not None and stamp.policy is not None:
+        details["policy"] = dict(stamp.policy)
+    if stamp is not None and stamp.plan is not None:
+        details["plan"] = dict(stamp.plan)
+    return details
 
 
 def _untrusted_entries(request: Request) -> list[AuditEntry]:
