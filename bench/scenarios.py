@@ -35,6 +35,7 @@ from bench.testbed import (
     rss_mib,
 )
 from greenlight.adapters.slack.blocks import APPROVE_ACTION_ID
+from greenlight.core.model import GROUP, VERSION
 from greenlight.core.timefmt import parse_time
 
 SEQ_ANNOTATION = "bench.greenlight.dev/seq"
@@ -690,3 +691,71 @@ async def unsigned_slack_posts(
     return Flood(
         count, elapsed, statuses, grown, await _settled_growth(process, before, settle), settle
     )
+
+
+POLICIES_PATH = f"/apis/{GROUP}/{VERSION}/clusterapprovalpolicies"
+MARKER_POLICY: dict[str, Any] = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "ClusterApprovalPolicy",
+    "metadata": {"name": "bench-policy-marker"},
+    "spec": {"require": {"approvals": 1}},
+}
+
+
+def cluster_policy(index: int) -> dict[str, Any]:
+    """One of a thousand cluster policies: most name other actions (exact or by glob), some
+    apply to every action with a CEL condition, a few to every action outright."""
+    spec: dict[str, Any]
+    if index % 200 == 0:
+        spec = {"require": {"approvals": 2}}
+    elif index % 10 == 0:
+        spec = {
+            "match": {"condition": f"plan.deletes > {index} || request.namespace == 'x{index}'"}
+        }
+    elif index % 2 == 0:
+        spec = {"match": {"actions": [f"job-{index}-*"]}, "require": {"approvals": 2}}
+    else:
+        spec = {"match": {"actions": [f"deploy service-{index}"], "targets": ["prod*"]}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterApprovalPolicy",
+        "metadata": {"name": f"bench-policy-{index:04d}"},
+        "spec": spec,
+    }
+
+
+async def create_round_trips(api: ApiClient, namespace: str, samples: int) -> Summary:
+    """Sequential creates through the webhooks: how long the API server takes to answer."""
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        await _create(api, namespace, unique("policy-rtt"))
+        times.append(time.perf_counter() - started)
+    return Summary.of(times)
+
+
+async def install_policies(api: ApiClient, count: int, concurrency: int) -> float:
+    """Create `count` cluster policies (each through the validating webhook); seconds taken."""
+    started = time.perf_counter()
+
+    async def one(index: int) -> None:
+        await api.apply_raw(POLICIES_PATH, cluster_policy(index))
+
+    await gather_limited(count, concurrency, one)
+    await api.apply_raw(POLICIES_PATH, MARKER_POLICY)
+    return time.perf_counter() - started
+
+
+async def policies_applied(api: ApiClient, namespace: str, within: float) -> None:
+    """Wait until creates are judged with the marker policy, installed after the others (the
+    webhook's watch delivers policies in order)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        name = unique("policy-probe")
+        created = await api.create(namespace, manifest(name))
+        stamp = json.loads(created["metadata"]["annotations"]["greenlight.dev/requested-by"])
+        sources = (stamp.get("policy") or {}).get("from") or []
+        if any(f"/{MARKER_POLICY['metadata']['name']}@" in s for s in sources):
+            return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"the operator did not load the policies within {within:.0f} s")
