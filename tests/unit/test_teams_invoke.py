@@ -534,3 +534,13 @@ async def test_a_slow_decision_is_answered_in_time_and_finished(harness: Harness
             break
         await asyncio.sleep(0.1)
     assert harness.decisions.submitted, "the decision is finished after the answer"
+
+
+async def test_an_action_without_greenlights_data_is_refused_and_audited(harness: Harness) -> None:
+    _request, card = await harness.post()
+
+    _status, answer = await harness.click("alice", card, data={"something": "else"})
+
+    assert answer["value"] == "Refused: This action was not issued by Greenlight."
+    assert (await harness.audited("invalid_token"))["actor"] == f"teams:{ALICE}"
+    assert harness.decisions.submitted == []

@@ -265,3 +265,9 @@ def test_old_records_are_dropped_when_the_journal_opens(tmp_path: Path) -> None:
     journal.open()
 
     assert journal.lookup("uid-1", CONVERSATION) is None
+
+
+async def test_no_card_is_posted_for_a_finished_request(harness: Harness) -> None:
+    with pytest.raises(NotifierError, match="no card is posted for a finished request"):
+        await harness.notifier().notify(decided(pending_request()))
+    assert harness.teams.calls_to("send") == []

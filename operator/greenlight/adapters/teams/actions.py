@@ -88,7 +88,7 @@ class CardActions:
         """Handle one click; never raises for a refusal."""
         action = _VERBS.get(click.verb)
         try:
-            if action is None:
+            if action is None or not click.token:
                 raise _Refused("invalid_token", "This action was not issued by Greenlight.")
             grant, request = await self._card(click, action)
             identity = await self._who(click, request)

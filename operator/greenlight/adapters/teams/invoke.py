@@ -213,17 +213,14 @@ class TeamsEndpoint:
         if kind == "invoke":
             if activity.name != INVOKE_ACTION:
                 return web.Response(status=501)
-            click = _click(activity, "invoke", _invoke_data(activity.value))
-            if click is None:
-                answer = Answer("Refused: This action was not issued by Greenlight.")
-            else:
-                answer = await self._answer_in_time(click)
+            answer = await self._answer_in_time(
+                _click(activity, "invoke", _invoke_data(activity.value))
+            )
             response = cards.invoke_card(answer.card) if answer.card else None
             return web.json_response(response or cards.invoke_message(answer.text))
         if ours:
             click = _click(activity, "message", _card_data(activity.value) or {})
-            if click is not None:
-                self._spawn(self._fallback(click, activity))
+            self._spawn(self._fallback(click, activity))
             return web.Response(status=200)
         if kind == "conversationUpdate":
             _log_conversation(activity)
@@ -305,10 +302,13 @@ def _card_data(value: Any) -> dict[str, Any] | None:
     return None
 
 
-def _click(activity: _Activity, transport: str, data: dict[str, Any]) -> CardClick | None:
-    verb, token, reason = data.get("verb"), data.get("token"), data.get(cards.REASON_INPUT_ID, "")
-    if not isinstance(verb, str) or not isinstance(token, str) or not isinstance(reason, str):
-        return None
+def _click(activity: _Activity, transport: str, data: dict[str, Any]) -> CardClick:
+    """The click the activity describes; fields that are not strings read as "" (and are
+    refused as not Greenlight's by actions.py)."""
+    verb, token, reason = (
+        value if isinstance(value := data.get(key), str) else ""
+        for key in ("verb", "token", cards.REASON_INPUT_ID)
+    )
     conversation = activity.conversation.id
     team = activity.channel_data.team.id if activity.channel_data.team else ""
     return CardClick(

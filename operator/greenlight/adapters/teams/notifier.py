@@ -125,6 +125,11 @@ class TeamsNotifier:
             record = await asyncio.to_thread(self._journal.lookup, request.uid, conversation)
             if record is not None:
                 return self._earlier(request, record)
+            if request.phase.terminal:
+                raise NotifierError(
+                    f"{_ref(request)} is already {request.phase.value} and Greenlight holds no "
+                    f"record of a card in {conversation}: no card is posted for a finished request"
+                )
             card = cards.pending_card(
                 request,
                 approve_token=self._codec.mint(request.uid, Action.APPROVE, request.plan_digest),
