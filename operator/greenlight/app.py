@@ -103,6 +103,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["converger"] = converger
     policies = PolicyIndex()
     memo["policy_tasks"] = policies.start(kube.api_client)
+    if not await policies.synced(within=30):
+        # Admission refuses creates (503) until they are listed: failing closed.
+        _log.warning("the approval policies are not listed yet; creates wait for them")
     memo["gate"] = AdmissionGate(kube, refusals, ledger, marks_key, operator, policies)
     memo["stop_notifiers"] = stops
     try:

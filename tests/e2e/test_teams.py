@@ -140,7 +140,10 @@ def test_request_is_announced_with_one_card_that_status_names(
     assert find_action(content, "approve")["fallback"]["type"] == "Action.Submit"
     after = scrape(teams.operator.metrics_port)
     assert after.since(before, "greenlight_notifications_total", channel="teams", result="success")
-    (notified,) = about(audits(teams, event="notified"), "announce")
+    uid = requests.get("announce")["metadata"]["uid"]
+    (notified,) = [
+        r for r in audits(teams, event="notified") if (r.get("request") or {}).get("uid") == uid
+    ]
     assert notified["details"]["ref"] == card.id
 
 

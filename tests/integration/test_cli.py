@@ -223,5 +223,5 @@ def test_request_reads_the_plan_from_stdin_and_records_its_digest(
 
     assert created.returncode == 0, created.stderr
     obj = wait_phase(kubectl, ns, "p", "Pending")
-    assert obj["spec"]["plan"] == {"summary": "-12 resources", "details": plan}
+    assert obj["spec"]["plan"] == {"format": "text", "summary": "-12 resources", "details": plan}
     assert obj["status"]["planDigest"] == "sha256:" + hashlib.sha256(plan.encode()).hexdigest()

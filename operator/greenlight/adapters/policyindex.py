@@ -75,6 +75,16 @@ class PolicyIndex:
         ]
         return [asyncio.create_task(informer.run()) for informer in self._informers]
 
+    async def synced(self, within: float) -> bool:
+        """Wait (at most `within` seconds) until every informer has listed once."""
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(i.synced.wait() for i in self._informers)), within
+            )
+        except TimeoutError:
+            return False
+        return True
+
     @property
     def ready(self) -> bool:
         if self._fixed:

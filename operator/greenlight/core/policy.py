@@ -102,7 +102,7 @@ def _refuse(code: str, message: str) -> Verdict:
 
 def _not_in_approvers(request: RequestView, identity: Identity) -> Verdict:
     policy = request.policy
-    if policy is not None:
+    if policy is not None and _in_own_approvers(request, identity):
         for approvers in policy.approvers:
             if not approvers.admits(identity.user, identity.groups):
                 return _refuse(
@@ -158,6 +158,11 @@ def _in_approvers(request: RequestView, identity: Identity) -> bool:
     policy = request.policy
     if policy is not None and not policy.admits(identity.user, identity.groups):
         return False
+    return _in_own_approvers(request, identity)
+
+
+def _in_own_approvers(request: RequestView, identity: Identity) -> bool:
+    """Allowed by the request's own `policy.approvers` (no list: anyone RBAC allows)."""
     if not request.approvers_users and not request.approvers_groups:
         return True
     listed = {canonical(user) for user in request.approvers_users}
