@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import SecretStr
 
+from greenlight.adapters.chat import DecisionsPort
 from greenlight.adapters.slack.client import RetryPolicy, build_client
 from greenlight.adapters.slack.interactions import (
     INTERACTIONS_PATH,
-    DecisionsPort,
     InteractionHandler,
     InteractionsEndpoint,
 )

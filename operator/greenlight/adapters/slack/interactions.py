@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
@@ -30,6 +30,7 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from greenlight.adapters.auditlog import AuditWriteError
+from greenlight.adapters.chat import DecisionsPort
 from greenlight.adapters.decisions import DecisionRefused
 from greenlight.adapters.slack import blocks
 from greenlight.adapters.slack.client import API_ERRORS, error_code
@@ -44,38 +45,6 @@ TIMESTAMP_WINDOW_SECONDS = 300
 _MAX_BODY_BYTES = 1024 * 1024
 
 log = structlog.get_logger(__name__)
-
-
-class SubmitDecision(Protocol):
-    async def __call__(
-        self, namespace: str, name: str, identity: Identity, action: Action, reason: str, via: Via
-    ) -> RequestView: ...
-
-
-class FindRequestByUid(Protocol):
-    async def __call__(self, uid: str) -> RequestView | None: ...
-
-
-class RecordAudit(Protocol):
-    async def __call__(
-        self,
-        event: str,
-        *,
-        request: Mapping[str, Any] | None,
-        actor: str,
-        outcome: str,
-        reason: str = "",
-        details: Mapping[str, Any] | None = None,
-    ) -> object: ...
-
-
-@dataclass(frozen=True)
-class DecisionsPort:
-    """The operator's decision path, injected so this adapter does not import the handlers."""
-
-    submit_decision: SubmitDecision
-    find_request_by_uid: FindRequestByUid
-    record_audit: RecordAudit
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ Delivery metrics are counted by the caller (adapters/announce.py) for every noti
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -28,6 +27,7 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from greenlight.adapters.conflicts import KeyedLocks
 from greenlight.adapters.notifiers import FollowUp, NotificationRef, NotifierError
 from greenlight.adapters.slack import blocks
 from greenlight.adapters.slack.client import API_ERRORS, error_code
@@ -61,7 +61,7 @@ class SlackNotifier:
         self._default_channel = default_channel
         self._bot: tuple[str, str] | None = None  # (bot_id, bot user id) from auth.test
         # Serializes notify calls per request uid (lookup-then-post must not interleave).
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._locks = KeyedLocks()
 
     def channels(self, request: RequestView) -> tuple[str, ...]:
         own = request.slack_channel or self._default_channel
@@ -74,17 +74,8 @@ class SlackNotifier:
                 f"no Slack channel for {request.namespace}/{request.name}: set "
                 "spec.notify.slack.channel or GREENLIGHT_SLACK_DEFAULT_CHANNEL"
             )
-        lock, users = self._locks.get(request.uid, (asyncio.Lock(), 0))
-        self._locks[request.uid] = (lock, users + 1)
-        try:
-            async with lock:
-                return await self._notify_once(request, channel)
-        finally:
-            lock, users = self._locks[request.uid]
-            if users == 1:
-                del self._locks[request.uid]
-            else:
-                self._locks[request.uid] = (lock, users - 1)
+        async with self._locks.hold(request.uid):
+            return await self._notify_once(request, channel)
 
     async def resolve(self, request: RequestView, ref: NotificationRef) -> None:
         if not ref.ref:

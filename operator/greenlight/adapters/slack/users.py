@@ -38,11 +38,10 @@ import yaml
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from greenlight.adapters.chat import authenticated
 from greenlight.adapters.slack.client import API_ERRORS
 from greenlight.core.identity import canonical, name_problem
 from greenlight.core.model import Identity
-
-AUTHENTICATED_GROUP = "system:authenticated"
 
 
 class EmailStrategy(enum.StrEnum):
@@ -122,7 +121,7 @@ class UserDirectory:
         """The Kubernetes identity for the user; raises UnknownUser or UserLookupError."""
         mapped = self._mapping.get(slack_user_id)
         if mapped is not None:
-            return _identity(mapped.user, mapped.groups)
+            return authenticated(mapped.user, mapped.groups)
         if self._strategy is EmailStrategy.MAP_ONLY:
             raise UnknownUser(
                 f"Slack user {slack_user_id} is not in Greenlight's user mapping; "
@@ -132,7 +131,7 @@ class UserDirectory:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         user = await self._info(slack_user_id)
-        identity = _identity(self._name_from_email(slack_user_id, user, await self._bot_team()))
+        identity = authenticated(self._name_from_email(slack_user_id, user, await self._bot_team()))
         self._cache[slack_user_id] = (time.monotonic() + self._cache_seconds, identity)
         return identity
 
@@ -213,8 +212,3 @@ class UserDirectory:
             if isinstance(teams, list) and team in teams:
                 return True
         return bool(team) and user.get("team_id") == team
-
-
-def _identity(user: str, groups: tuple[str, ...] = ()) -> Identity:
-    all_groups = groups if AUTHENTICATED_GROUP in groups else (*groups, AUTHENTICATED_GROUP)
-    return Identity(user=user, groups=all_groups)

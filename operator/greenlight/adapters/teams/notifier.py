@@ -22,6 +22,7 @@ import asyncio
 
 import structlog
 
+from greenlight.adapters.conflicts import KeyedLocks
 from greenlight.adapters.notifiers import FollowUp, NotificationRef, NotifierError
 from greenlight.adapters.teams import cards
 from greenlight.adapters.teams.connector import BotConnector, ConnectorError, Delivery
@@ -56,7 +57,7 @@ class TeamsNotifier:
         self._service_url = service_url
         self._default = default_conversation
         # Serializes notify calls per request uid (look-up-then-post must not interleave).
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._locks = KeyedLocks()
 
     def channels(self, request: RequestView) -> tuple[str, ...]:
         own = request.teams_conversation or self._default
@@ -69,17 +70,8 @@ class TeamsNotifier:
                 f"no Teams conversation for {_ref(request)}: set "
                 "spec.notify.teams.conversation or GREENLIGHT_TEAMS_DEFAULT_CONVERSATION"
             )
-        lock, users = self._locks.get(request.uid, (asyncio.Lock(), 0))
-        self._locks[request.uid] = (lock, users + 1)
-        try:
-            async with lock:
-                return await self._notify_once(request, conversation)
-        finally:
-            lock, users = self._locks[request.uid]
-            if users == 1:
-                del self._locks[request.uid]
-            else:
-                self._locks[request.uid] = (lock, users - 1)
+        async with self._locks.hold(request.uid):
+            return await self._notify_once(request, conversation)
 
     async def resolve(self, request: RequestView, ref: NotificationRef) -> None:
         if not ref.ref:
