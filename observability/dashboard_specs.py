@@ -45,16 +45,22 @@ def _common_variables(namespace_query: str) -> list[Variable]:
 
 
 def approvals() -> JSON:
-    """Requests created, decided and pending, how long humans take, and refused attempts."""
+    """Requests created, decided and pending, how long humans take, refused attempts, and
+    what became of the approvals: receipts claimed, executions run, finished or not."""
     decided = _select("greenlight_requests_decided_total")
     approved = _select("greenlight_requests_decided_total", 'outcome="approved"')
     expired = _select("greenlight_requests_decided_total", 'outcome="expired"')
     duration = f"greenlight_decision_duration_seconds_bucket{{{NS}}}"
     refused = f"greenlight_decision_attempts_refused_total{{{NS}}}"
+    start_delay = "greenlight_execution_start_delay_seconds"
+    # 15 minutes is not a bucket bound (..., 300, 600, 1800, ...): "late" is past 10 minutes.
+    # Prometheus 2 keeps the exposed "600.0", Prometheus 3 normalises it to "600".
+    late_bound = 'le=~"600|600.0"'
     return dashboard(
         uid="greenlight-approvals",
         title="Greenlight / Approvals",
-        description="Approval requests: created, decided, pending, decision time, refusals.",
+        description="Approval requests: created, decided, pending, decision time, refusals, "
+        "receipts and executions.",
         variables=[
             *_common_variables("label_values(greenlight_requests_pending, namespace)"),
             textbox_variable("workflow_id", "Workflow id (logs)", ".+"),
@@ -221,6 +227,109 @@ def approvals() -> JSON:
                         ),
                         {"reason": "Reason", "Value": "Attempts"},
                         width=12,
+                    ),
+                ],
+            ),
+            Row(
+                "Receipts and executions",
+                [
+                    stat(
+                        "Approved but never executed",
+                        "Receipts issued in the time range minus executions started "
+                        "(`greenlight exec` claims) in it: approvals nobody ran, or ran without "
+                        "claiming. Off by a few at the range's edges.",
+                        Query(
+                            "sum(increase(greenlight_receipts_issued_total"
+                            f"{{{NS}}}[$__range])) - sum(increase("
+                            f"greenlight_executions_started_total{{{NS}}}[$__range]))",
+                            instant=True,
+                        ),
+                        steps=[(None, "green"), (1, "orange")],
+                        width=6,
+                    ),
+                    stat(
+                        "Started > 10 min after approval",
+                        "Executions in the time range claimed more than 10 minutes after their "
+                        "approval (the nearest bucket bound to 15 minutes).",
+                        Query(
+                            f"sum(increase({_select(start_delay + '_count')}[$__range])) - "
+                            f"sum(increase({_select(start_delay + '_bucket', late_bound)}"
+                            "[$__range]))",
+                            instant=True,
+                        ),
+                        steps=[(None, "green"), (1, "orange")],
+                        width=6,
+                    ),
+                    stat(
+                        "Unfinished executions",
+                        "Claimed executions with no finish reported: running, or their runner "
+                        "died. Never re-run; the claimer closes them (docs/runbooks.md).",
+                        Query(f"max(greenlight_executions_unfinished{{{NS}}})", instant=True),
+                        steps=[(None, "green"), (1, "orange")],
+                        width=6,
+                    ),
+                    stat(
+                        "Oldest unfinished execution",
+                        "Time since the oldest claim with no finish; the alert fires past 1 hour.",
+                        Query(
+                            f"max(greenlight_oldest_unfinished_execution_age_seconds{{{NS}}})",
+                            instant=True,
+                        ),
+                        unit="s",
+                        steps=[(None, "green"), (1800, "orange"), (3600, "red")],
+                        width=6,
+                    ),
+                    timeseries(
+                        "Executed long after approval",
+                        "Time from the approval to the claim of its receipt (quantiles).",
+                        [
+                            Query(
+                                f"histogram_quantile({q}, sum by (le) "
+                                f"(rate({_select(start_delay + '_bucket')}[$__rate_interval])))",
+                                f"p{int(q * 100)}",
+                            )
+                            for q in (0.5, 0.95)
+                        ],
+                        unit="s",
+                    ),
+                    timeseries(
+                        "Oldest unfinished execution age",
+                        "The unfinished-execution alert fires above the red line (1 hour).",
+                        [
+                            Query(
+                                f"max(greenlight_oldest_unfinished_execution_age_seconds{{{NS}}})",
+                                "oldest",
+                            )
+                        ],
+                        unit="s",
+                        threshold=3600,
+                    ),
+                    timeseries(
+                        "Executions by result",
+                        "Executions reported finished: success (exit 0), failure, or unknown "
+                        "(closed by the claimer without an exit code).",
+                        [
+                            Query(
+                                "sum by (result) (rate(greenlight_executions_total"
+                                f"{{{NS}}}[$__rate_interval]))",
+                                "{{result}}",
+                            )
+                        ],
+                        unit="ops",
+                        stack=True,
+                    ),
+                    timeseries(
+                        "Claims by verification result",
+                        "Receipt claims the admission webhook checked: valid, or why refused.",
+                        [
+                            Query(
+                                "sum by (result) (rate(greenlight_receipt_verifications_total"
+                                f"{{{NS}}}[$__rate_interval]))",
+                                "{{result}}",
+                            )
+                        ],
+                        unit="reqps",
+                        stack=True,
                     ),
                 ],
             ),

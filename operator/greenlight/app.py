@@ -116,6 +116,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             "set GREENLIGHT_METRICS_PORT (or --metrics-port) to a free port"
         ) from exc
     metrics.OLDEST_PENDING_AGE.set_function(ledger.oldest_age)
+    metrics.OLDEST_UNFINISHED_EXECUTION_AGE.set_function(ledger.oldest_unfinished_age)
     memo["expiry_task"] = asyncio.create_task(converger.clock.run())
     if config.webhook_manage:
         memo["webhook_task"] = asyncio.create_task(

@@ -3,6 +3,8 @@ and approval receipts.
 
 Exit codes of `request --wait` and `wait`: 0 Approved, 2 Denied, 3 Expired, 4 Cancelled, 1 error.
 Exit codes of `verify`: `VERIFY_EXIT_CODES` (0 valid; docs/receipts.md).
+Exit codes of `exec`: the command's own; 125 when the receipt or the claim is refused (nothing
+ran), 126 when the command cannot be run, 127 when it is not found, 128+N when signal N ended it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ VERIFY_EXIT_CODES = {
     receipts.Outcome.EXPIRED: 7,
 }
 EXIT_NO_RECEIPT = 8
+EXIT_EXEC_REFUSED = 125
+EXIT_CANNOT_RUN = 126
+EXIT_NOT_FOUND = 127
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,6 +210,21 @@ def _parser() -> argparse.ArgumentParser:
     _keys_arguments(check, "--keys")
     check.set_defaults(run=_verify)
 
+    run = sub.add_parser(
+        "exec",
+        help="run an approved action once: verify its receipt, claim it, run, record the finish",
+        description="Exit codes: the command's own; 125 receipt or claim refused (nothing ran), "
+        "126 the command cannot be run, 127 not found, 128+N ended by signal N.",
+    )
+    _namespace(run)
+    run.add_argument("--request", metavar="NAME", required=True, help="the Approved request")
+    run.add_argument("--plan-file", type=Path, required=True, help="the plan about to be run")
+    run.add_argument("--action", help="the action about to be run (default: the request's)")
+    run.add_argument("--target", help="what it is about to affect (default: the request's)")
+    _keys_arguments(run, "--keys")
+    run.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    run.set_defaults(run=_exec)
+
     rec = sub.add_parser("receipt", help="approval receipt tools")
     rec_sub = rec.add_subparsers(dest="receipt_command", metavar="COMMAND", required=True)
     keys = rec_sub.add_parser("keys", help="print the receipt public keys (PEM), for --keys")
@@ -225,6 +245,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     _anchor_arguments(verify)
     verify.set_defaults(run=_audit_verify)
+    show = aud_sub.add_parser(
+        "show",
+        help="print one request's story from the audit log, in order",
+        description="Every record about requests named NAME (one block per uid: a name can be "
+        "reused after a delete), oldest first. It reads; `audit verify` checks the chain.",
+    )
+    show.add_argument("name")
+    show.add_argument(
+        "--file",
+        type=Path,
+        default=Path("/var/lib/greenlight/audit/audit.jsonl"),
+        help="the audit log (default /var/lib/greenlight/audit/audit.jsonl)",
+    )
+    show.add_argument("-n", "--namespace", help="only requests in this namespace")
+    show.add_argument("--uid", help="only the request with this uid")
+    show.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    show.set_defaults(run=_audit_show)
     reset = aud_sub.add_parser(
         "reset",
         help="accept a log that lost records: write an audited chain_reset record, re-anchor",
@@ -443,6 +480,61 @@ def _verify(args: argparse.Namespace) -> int:
     return VERIFY_EXIT_CODES[result.outcome]
 
 
+def _exec(args: argparse.Namespace) -> int:
+    """Verify, claim, run with the output streamed through, report the finish."""
+    from greenlight.client import ExecutionRefused
+
+    command = list(args.command_line)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ValueError("no command to run: greenlight exec --request NAME ... -- COMMAND ...")
+    client = _client(args)
+    where = f"{args.namespace}/{args.request}"
+    try:
+        run = client.claim(
+            args.request,
+            args.plan_file.read_bytes(),
+            keys=_public_keys(args),
+            action=args.action,
+            target=args.target,
+        )
+    except ExecutionRefused as exc:
+        label = exc.outcome.upper().replace("_", " ")
+        print(f"greenlight exec: {where}: {label}: {exc} (nothing was run)", file=sys.stderr)
+        return EXIT_EXEC_REFUSED
+    print(f"greenlight exec: {where} claimed by {run.claimed_by}", file=sys.stderr, flush=True)
+    code = _run_streamed(command)
+    client.finish(args.request, code)
+    print(f"greenlight exec: {where} finished with exit code {code}", file=sys.stderr)
+    return code
+
+
+def _run_streamed(command: list[str]) -> int:
+    """Run `command` with this process's stdin, stdout and stderr; its exit code. Ctrl-C
+    reaches the command (same process group) while this process waits to report the finish;
+    SIGTERM is passed on to it."""
+    import signal
+    import subprocess
+
+    try:
+        child = subprocess.Popen(command)
+    except FileNotFoundError:
+        print(f"greenlight exec: {command[0]}: command not found", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except PermissionError:
+        print(f"greenlight exec: {command[0]}: cannot be run", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    try:
+        returncode: int = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
+    return 128 - returncode if returncode < 0 else returncode
+
+
 def _receipt_of(data: Any) -> Any:
     """The envelope in a receipt file: the envelope itself, `wait -o json` output, or the
     request (`kubectl get -o json`)."""
@@ -539,6 +631,77 @@ def _audit_verify(args: argparse.Namespace) -> int:
         return EXIT_UNANCHORED
     print(f"{args.file}: TAMPERED: {result.message}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def _audit_show(args: argparse.Namespace) -> int:
+    """Exit 0 when records were found, 1 when none (or the file cannot be read)."""
+    stories: dict[str, list[dict[str, Any]]] = {}
+    unreadable = 0
+    with args.file.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                unreadable += 1
+                continue
+            subject = record.get("request") if isinstance(record, dict) else None
+            if not isinstance(subject, dict) or subject.get("name") != args.name:
+                continue
+            if args.namespace is not None and subject.get("namespace") != args.namespace:
+                continue
+            uid = str(subject.get("uid") or "")
+            if args.uid is not None and uid != args.uid:
+                continue
+            stories.setdefault(uid, []).append(record)
+    if unreadable:
+        print(
+            f"greenlight: {unreadable} lines of {args.file} are not JSON records "
+            "(run `greenlight audit verify`)",
+            file=sys.stderr,
+        )
+    if not stories:
+        print(f"greenlight: no audit record about a request named {args.name}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.output == "json":
+        print(json.dumps([r for story in stories.values() for r in story], indent=2))
+        return 0
+    for uid, story in stories.items():
+        subject = story[0]["request"]
+        print(f"{subject.get('namespace')}/{subject.get('name')}  uid {uid or '-'}")
+        for record in story:
+            print("  " + _story_line(record))
+    return 0
+
+
+def _story_line(record: dict[str, Any]) -> str:
+    """One audit record as a line for people: time, event, who, outcome, what it says."""
+    raw = record.get("details")
+    details: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    event = str(record.get("event", "?"))
+    parts = [str(record.get("time", "?")), event.ljust(18), f"by {record.get('actor', '?')}"]
+    outcome = record.get("outcome")
+    if outcome:
+        parts.append(str(outcome))
+    if record.get("reason"):
+        parts.append(f"({record['reason']})")
+    shown = {
+        "requested": ("planDigest", "expiresAt"),
+        "notified": ("notifier", "channel"),
+        "decision_attempted": ("action", "via", "message", "count"),
+        "decided": ("via", "approvals"),
+        "receipt_issued": ("digest", "keyid"),
+        "claimed": ("receiptDigest", "secondsAfterApproval"),
+        "finished": ("exitCode", "durationSeconds"),
+        "claim_attempted": ("message",),
+        "finish_attempted": ("message",),
+        "reminded": ("channel",),
+        "escalated": ("channel",),
+    }.get(event, ())
+    extra = [f"{key}={details[key]}" for key in shown if details.get(key) not in (None, "")]
+    if event == "requested" and isinstance(details.get("spec"), dict):
+        spec = details["spec"]
+        extra.insert(0, f"action={spec.get('action')!r} target={spec.get('target')!r}")
+    return "  ".join(parts + extra)
 
 
 def _audit_reset(args: argparse.Namespace) -> int:

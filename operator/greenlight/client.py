@@ -10,24 +10,37 @@ The caller's current OpenTelemetry trace context travels with the request (annot
 `greenlight.dev/traceparent`), so the operator's spans join the orchestrator's trace.
 Decisions made through this client (`approve`, `deny`, `cancel`) are ordinary annotations: the
 admission webhook authenticates and authorizes the caller exactly as for `kubectl annotate`.
+
+Running the approved action once (docs/receipts.md):
+
+    with client.execution(name, plan_bytes, keys=keys_pem) as run:
+        subprocess.run([...], check=True)     # an exception is reported as exit code 1
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from kubernetes.client.exceptions import ApiException
 
+from greenlight.core import receipts
+from greenlight.core.dsse import parse_public_keys
 from greenlight.core.durations import parse_timeout, parse_valid_for
 from greenlight.core.model import (
     ANN_CANCEL,
+    ANN_CLAIM,
     ANN_DECISION,
+    ANN_EXECUTION,
+    ANN_FINISH,
     ANN_REASON,
     ANN_REQUESTED_BY,
     ANN_TRACEPARENT,
@@ -38,6 +51,8 @@ from greenlight.core.model import (
     VERSION,
     Phase,
 )
+from greenlight.core.stamps import ExecutionRecord
+from greenlight.core.timefmt import format_time, now
 from greenlight.kube import load_client_config
 from greenlight.telemetry import traces
 
@@ -70,6 +85,27 @@ class Outcome:
             "reason": self.reason,
             "receipt": self.receipt,
         }
+
+
+class ExecutionRefused(GreenlightError):
+    """The receipt did not verify, or the claim was refused (claimed already, not the
+    requester, too late): nothing was run. `outcome` is the verification outcome or the
+    webhook's refusal code; the message says why."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+@dataclass
+class Run:
+    """One claimed execution. Set `exit_code` inside `execution()` to report a code other than
+    0 (normal exit) or 1 (an exception)."""
+
+    name: str
+    claimed_by: str
+    claimed_at: str
+    exit_code: int | None = None
 
 
 CHECK_EXIT_CODES = {"AutoApprove": 0, "RequireApproval": 2, "Refuse": 3}
@@ -284,6 +320,114 @@ class ApprovalClient:
         except ApiException as exc:
             raise GreenlightError(api_message(exc)) from exc
 
+    def claim(
+        self,
+        name: str,
+        plan: bytes,
+        *,
+        keys: str | Mapping[str, Ed25519PublicKey],
+        action: str | None = None,
+        target: str | None = None,
+    ) -> Run:
+        """Verify the receipt of `name` for `plan` (and for `action`/`target`, by default the
+        request's own), then claim it on the API server: a compare-and-swap on the request
+        that the admission webhook admits for the requester only, once, before notAfter.
+        Raises ExecutionRefused when either fails; nothing is claimed then."""
+        public = parse_public_keys(keys) if isinstance(keys, str) else keys
+        for _ in range(5):
+            obj = self.get(name)
+            spec, status = obj.get("spec") or {}, obj.get("status") or {}
+            envelope = status.get("receipt")
+            if envelope is None:
+                phase = status.get("phase") or "not handled yet"
+                raise ExecutionRefused("no_receipt", f"{name} is {phase}: it has no receipt")
+            existing = _execution_of(obj)
+            if existing is not None:
+                state = "finished" if existing.finished else "not finished"
+                raise ExecutionRefused(
+                    receipts.ALREADY_CLAIMED,
+                    f"already claimed by {existing.user} at "
+                    f"{format_time(existing.claimed_at)} ({state})",
+                )
+            result = receipts.verify(
+                envelope,
+                public,
+                plan=plan,
+                action=action if action is not None else str(spec.get("action", "")),
+                target=target if target is not None else str(spec.get("target", "")),
+                now=now(),
+            )
+            if not result.ok:
+                raise ExecutionRefused(result.outcome.value, result.reason)
+            digest = "sha256:" + receipts.plan_sha256(plan)
+            body = {
+                "metadata": {
+                    "resourceVersion": obj["metadata"]["resourceVersion"],
+                    "annotations": {ANN_CLAIM: digest},
+                }
+            }
+            try:
+                claimed: Any = self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, name, body
+                )
+            except ApiException as exc:
+                if exc.status == 409:  # changed since it was read: read again, decide again
+                    continue
+                raise ExecutionRefused("refused", api_message(exc)) from exc
+            record = _execution_of(claimed)
+            if record is None:
+                raise GreenlightError(
+                    "the claim came back without Greenlight's execution record: is the "
+                    "operator's admission webhook installed for this namespace?"
+                )
+            return Run(name, record.user, format_time(record.claimed_at))
+        raise GreenlightError(f"{self.namespace}/{name} kept changing; claim again")
+
+    def finish(self, name: str, exit_code: int | str) -> None:
+        """Report how the claimed command ended (0..255, or "unknown"); retried on errors
+        that may be passing, since a claim without a finish raises an alert."""
+        body = {"metadata": {"annotations": {ANN_FINISH: str(exit_code)}}}
+        delay = 0.5
+        for attempt in range(6):
+            try:
+                self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, PLURAL, name, body
+                )
+                return
+            except ApiException as exc:
+                if exc.status not in (409, 429, 500, 502, 503, 504) or attempt == 5:
+                    raise GreenlightError(
+                        f"cannot report the finish of {name}: {api_message(exc)}"
+                    ) from exc
+            except OSError as exc:  # connection trouble (urllib3 errors are OSErrors)
+                if attempt == 5:
+                    raise GreenlightError(f"cannot report the finish of {name}: {exc}") from exc
+            time.sleep(delay)
+            delay *= 2
+
+    @contextlib.contextmanager
+    def execution(
+        self,
+        name: str,
+        plan: bytes,
+        *,
+        keys: str | Mapping[str, Ed25519PublicKey],
+        action: str | None = None,
+        target: str | None = None,
+    ) -> Iterator[Run]:
+        """Claim the receipt (`claim`), run the block, report the finish: `run.exit_code` if
+        set, else 0, or 1 when the block raises (130 on KeyboardInterrupt)."""
+        run = self.claim(name, plan, keys=keys, action=action, target=target)
+        try:
+            yield run
+        except KeyboardInterrupt:
+            self.finish(name, 130)
+            raise
+        except BaseException:
+            self.finish(name, run.exit_code if run.exit_code else 1)
+            raise
+        self.finish(name, run.exit_code or 0)
+
     def wait(self, name: str, timeout: float | None = None) -> Outcome:
         """Block until the request is terminal; raise GreenlightError after `timeout` seconds."""
         obj = self.get(name)
@@ -330,6 +474,17 @@ class ApprovalClient:
     async def async_wait(self, name: str, limit: float | None = None) -> Outcome:
         """`wait` without blocking the event loop; `limit` in seconds."""
         return await asyncio.to_thread(self.wait, name, limit)
+
+
+def _execution_of(obj: Mapping[str, Any]) -> ExecutionRecord | None:
+    """The execution record on an object, as shown (the operator checks its MAC)."""
+    text = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANN_EXECUTION)
+    if not text:
+        return None
+    try:
+        return ExecutionRecord.from_annotation(text)
+    except ValueError:
+        return None
 
 
 def _name_prefix(workflow_id: str) -> str:

@@ -34,6 +34,14 @@ CONTRACT_METRICS: dict[str, Metric] = {
     "greenlight_audit_chain_broken": _metric("gauge"),
     "greenlight_follow_ups_total": _metric("counter", "kind", "channel"),
     "greenlight_policy_evaluations_total": _metric("counter", "outcome"),
+    "greenlight_receipts_issued_total": _metric("counter"),
+    "greenlight_receipt_verifications_total": _metric("counter", "result"),
+    "greenlight_executions_started_total": _metric("counter"),
+    "greenlight_executions_total": _metric("counter", "result"),
+    "greenlight_execution_duration_seconds": _metric("histogram"),
+    "greenlight_execution_start_delay_seconds": _metric("histogram"),
+    "greenlight_executions_unfinished": _metric("gauge"),
+    "greenlight_oldest_unfinished_execution_age_seconds": _metric("gauge"),
     "greenlight_external_service_up": _metric("gauge", "service"),
     "greenlight_external_service_request_duration_seconds": _metric("histogram", "service"),
     "greenlight_build_info": _metric("gauge", "version", "python_version"),
@@ -82,6 +90,7 @@ ALERT_SEVERITIES = {
     "GreenlightAuditWritesFailing": "critical",
     "GreenlightAuditChainBroken": "critical",
     "GreenlightApprovalsPendingTooLong": "warning",
+    "GreenlightExecutionUnfinished": "warning",
 }
 
 RUNBOOK_BASE = "https://github.com/greenlight-dev/greenlight/blob/main/docs/runbooks.md"

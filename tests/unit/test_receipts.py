@@ -180,6 +180,7 @@ def test_the_statement_names_the_plan_the_request_and_the_approvers(receipt: Env
         "requester": REQUESTER,
         "onBehalfOf": "dave",
         "requiredApprovals": 1,
+        "policies": [],
         "approvers": [{"user": "alice", "at": "2026-03-01T12:01:00Z", "via": "kubectl"}],
         "decidedAt": "2026-03-01T12:01:00Z",
         "notAfter": "2026-03-01T12:16:00Z",

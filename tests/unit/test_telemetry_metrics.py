@@ -56,6 +56,14 @@ CONTRACT = {
     "greenlight_audit_chain_broken": ("gauge", ()),
     "greenlight_follow_ups": ("counter", ("kind", "channel")),
     "greenlight_policy_evaluations": ("counter", ("outcome",)),
+    "greenlight_receipts_issued": ("counter", ()),
+    "greenlight_receipt_verifications": ("counter", ("result",)),
+    "greenlight_executions_started": ("counter", ()),
+    "greenlight_executions": ("counter", ("result",)),
+    "greenlight_execution_duration_seconds": ("histogram", ()),
+    "greenlight_execution_start_delay_seconds": ("histogram", ()),
+    "greenlight_executions_unfinished": ("gauge", ()),
+    "greenlight_oldest_unfinished_execution_age_seconds": ("gauge", ()),
     "greenlight_external_service_up": ("gauge", ("service",)),
     "greenlight_external_service_request_duration_seconds": ("histogram", ("service",)),
     "greenlight_build_info": ("gauge", ("version", "python_version")),
@@ -68,6 +76,22 @@ ZERO_SERIES: list[tuple[str, dict[str, str]]] = (
     + [("greenlight_oldest_pending_request_age_seconds", {})]
     + [("greenlight_audit_write_failures_total", {})]
     + [("greenlight_audit_chain_broken", {})]
+    + [("greenlight_receipts_issued_total", {}), ("greenlight_executions_started_total", {})]
+    + [("greenlight_executions_unfinished", {})]
+    + [("greenlight_oldest_unfinished_execution_age_seconds", {})]
+    + [
+        ("greenlight_receipt_verifications_total", {"result": r})
+        for r in (
+            "valid",
+            "no_receipt",
+            "not_requester",
+            "already_claimed",
+            "expired",
+            "plan_mismatch",
+            "untrusted_record",
+        )
+    ]
+    + [("greenlight_executions_total", {"result": r}) for r in ("success", "failure", "unknown")]
     + [
         ("greenlight_requests_decided_total", {"outcome": o, "via": v})
         for o, v in itertools.product(OUTCOMES, VIAS)

@@ -8,6 +8,10 @@ The API server authenticates every caller; these handlers see that identity (`us
 - on UPDATE with `greenlight.dev/decision` (or `/cancel`), authorize the caller (RBAC verb by
   SubjectAccessReview, then policy) and replace the request annotations by the caller's signed
   decision record, or refuse with a message that says why (refusals are audited, bounded);
+- on UPDATE with `greenlight.dev/claim` (or `/finish`), let the requester claim an Approved
+  request's receipt once, before its notAfter, for the approved plan, and the claimer report how
+  the command ended: each becomes the signed execution record (`greenlight exec`,
+  docs/receipts.md);
 - refuse any change by anyone but the operator to Greenlight's annotations and to `status`;
 - on DELETE, note who asked (the operator audits the deletion when it sees it happen).
 
@@ -31,10 +35,13 @@ from greenlight.adapters.decisions import authorize, issue
 from greenlight.adapters.ledger import Ledger
 from greenlight.adapters.policyindex import NotReady, PolicyIndex
 from greenlight.adapters.refusals import RefusalLog
-from greenlight.core import identity
+from greenlight.core import identity, receipts
 from greenlight.core.model import (
     ANN_CANCEL,
+    ANN_CLAIM,
     ANN_DECISION,
+    ANN_EXECUTION,
+    ANN_FINISH,
     ANN_REASON,
     ANN_REQUESTED_BY,
     GROUP,
@@ -49,7 +56,14 @@ from greenlight.core.model import (
 from greenlight.core.plans import PlanError, PlanReading, read_plan
 from greenlight.core.policies import Outcome, PolicyDecision
 from greenlight.core.request import Request
-from greenlight.core.stamps import DecisionRecord, Stamp, Subject, plan_digest, record_key
+from greenlight.core.stamps import (
+    DecisionRecord,
+    ExecutionRecord,
+    Stamp,
+    Subject,
+    plan_digest,
+    record_key,
+)
 from greenlight.core.timefmt import now
 from greenlight.kube import Kube
 from greenlight.telemetry import metrics, spans
@@ -60,6 +74,7 @@ STATUS_ID = "greenlight-admission-status"
 DELETE_ID = "greenlight-admission-delete"
 DECISION_VALUES = {"approve": Action.APPROVE, "deny": Action.DENY}
 USER_ANNOTATIONS = (ANN_DECISION, ANN_REASON, ANN_CANCEL)
+EXECUTION_ANNOTATIONS = (ANN_CLAIM, ANN_FINISH)
 _log = structlog.get_logger("greenlight.admission")
 
 
@@ -214,6 +229,7 @@ async def refuse(
     error: kopf.AdmissionError,
     *,
     dryrun: bool,
+    event: str = "decision_attempted",
 ) -> NoReturn:
     """Refuse a write and audit the refusal (bounded, rate-limited per caller). The refusal
     stands even when the audit record cannot be written: failing closed never needs the log."""
@@ -223,6 +239,7 @@ async def refuse(
             reason,
             request=subject_of(body),
             details={"message": str(error), "groups": list(caller.groups), "via": "kubectl"},
+            event=event,
         )
     raise error
 
@@ -262,8 +279,20 @@ async def admit(
         await refuse(gate, old or new, caller, "forged_annotation", forged, dryrun=dryrun)
     if operation == "CREATE" and new is not None:
         await _admit_create(gate, caller, new, after, patch, dryrun)
-    elif old is not None and any(before.get(k) != after.get(k) for k in USER_ANNOTATIONS):
+        return
+    if old is None:
+        return
+    deciding = any(before.get(k) != after.get(k) for k in USER_ANNOTATIONS)
+    executing = any(k in after and before.get(k) != after.get(k) for k in EXECUTION_ANNOTATIONS)
+    if deciding and executing:
+        mixed = kopf.AdmissionError(
+            f"a decision and {ANN_CLAIM}/{ANN_FINISH} cannot be written together", code=400
+        )
+        await refuse(gate, old, caller, "invalid_value", mixed, dryrun=dryrun)
+    if deciding:
         await _admit_update(gate, caller, old, before, after, patch, dryrun)
+    elif executing:
+        await _admit_execution(gate, caller, old, after, patch, dryrun)
 
 
 async def _admit_update(
@@ -310,7 +339,7 @@ async def _admit_create(
     patch: kopf.Patch,
     dryrun: bool,
 ) -> None:
-    for key in USER_ANNOTATIONS:
+    for key in (*USER_ANNOTATIONS, *EXECUTION_ANNOTATIONS):
         if key in after:
             premature = kopf.AdmissionError(
                 f"{key} cannot be set when the request is created; decide it afterwards",
@@ -416,6 +445,49 @@ async def _admit_decision(
     patch.metadata.annotations[key] = value
 
 
+async def _admit_execution(
+    gate: AdmissionGate,
+    caller: Identity,
+    old: Mapping[str, Any],
+    after: Mapping[str, str],
+    patch: kopf.Patch,
+    dryrun: bool,
+) -> None:
+    """A claim of the receipt, or the report that the claimed command ended: swap the
+    annotation for the signed execution record, or refuse with who claimed it and when. Claims
+    are compare-and-swap writes (the CLI sends the resourceVersion it read), so of two
+    concurrent claims the API server lets exactly one through; this check is the second line."""
+    request = Request.parse(old, gate.marks_key)
+    at = now()
+    claiming = ANN_CLAIM in after
+    event = "claim_attempted" if claiming else "finish_attempted"
+    if claiming and ANN_FINISH in after:
+        both = kopf.AdmissionError(f"write {ANN_CLAIM} and {ANN_FINISH} separately", code=400)
+        await refuse(gate, old, caller, "invalid_value", both, dryrun=dryrun, event=event)
+    if claiming:
+        outcome = receipts.claim(request, caller.user, after[ANN_CLAIM].strip(), at)
+        if not dryrun:
+            metrics.count_verification(
+                outcome.code if isinstance(outcome, receipts.ClaimRefusal) else receipts.CLAIM_VALID
+            )
+    else:
+        try:
+            code = receipts.parse_exit_code(after[ANN_FINISH])
+        except ValueError as exc:
+            invalid = kopf.AdmissionError(f"{ANN_FINISH}: {exc}", code=400)
+            await refuse(gate, old, caller, "invalid_value", invalid, dryrun=dryrun, event=event)
+        outcome = receipts.finish(request, caller.user, code, at)
+    if isinstance(outcome, receipts.ClaimRefusal):
+        error = kopf.AdmissionError(outcome.message, code=403)
+        await refuse(gate, old, caller, outcome.code, error, dryrun=dryrun, event=event)
+    for key in EXECUTION_ANNOTATIONS:
+        if key in after:
+            patch.metadata.annotations[key] = None
+    patch.metadata.annotations[ANN_EXECUTION] = outcome.signed(
+        gate.marks_key, request.uid
+    ).to_annotation()
+
+
 @kopf.on.validate(
     GROUP,
     VERSION,
@@ -452,7 +524,9 @@ async def check_owned_annotations(
         return
     before, after = owned(annotations_of(old)), owned(annotations_of(new))
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    allowed = {record_key(caller.user)} if operation == "UPDATE" else {ANN_REQUESTED_BY}
+    allowed = (
+        {record_key(caller.user), ANN_EXECUTION} if operation == "UPDATE" else {ANN_REQUESTED_BY}
+    )
     for key in sorted(changed):
         if key not in allowed or not _issued_to(gate, caller, key, after.get(key, ""), old, new):
             forged = kopf.AdmissionError(
@@ -476,10 +550,13 @@ def _issued_to(
             return stamp.user == caller.user and stamp.valid(
                 gate.marks_key, stamp_subject(new), now()
             )
+        uid = str(((old or {}).get("metadata") or {}).get("uid", ""))
+        if key == ANN_EXECUTION:
+            execution = ExecutionRecord.from_annotation(value)
+            return execution.user == caller.user and execution.valid(gate.marks_key, uid)
         record = DecisionRecord.from_annotation(value)
     except ValueError:
         return False
-    uid = str(((old or {}).get("metadata") or {}).get("uid", ""))
     return record.user == caller.user and record.valid(gate.marks_key, uid)
 
 

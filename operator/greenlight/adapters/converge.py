@@ -171,6 +171,7 @@ class Converger:
             version = str(written["metadata"]["resourceVersion"])
             decided = replace(request, status=status, resource_version=version)
             self._count(decided, transition, span)
+            _count_execution(request, decided)
             return decided
 
         try:
@@ -329,6 +330,39 @@ class Converger:
             outcome=decision.outcome.value,
             by=decision.by,
             via=decision.via.value,
+        )
+
+
+def _count_execution(before: Request, after: Request) -> None:
+    """Receipts issued, executions started and finished by this write (counted once: the
+    write that changed them), and the execution's span in the request's trace."""
+    old, new = before.status, after.status
+    if new.receipt is not None and old.receipt is None:
+        metrics.RECEIPTS_ISSUED.inc()
+    execution = new.execution
+    if execution is None or execution == old.execution:
+        return
+    if old.execution is None:
+        metrics.EXECUTIONS_STARTED.inc()
+        if new.decision is not None:
+            delay = (execution.started_at - new.decision.at).total_seconds()
+            metrics.EXECUTION_START_DELAY.observe(max(delay, 0.0))
+    if execution.finished_at is not None:
+        metrics.observe_execution(
+            lifecycle.execution_result(execution),
+            (execution.finished_at - execution.started_at).total_seconds(),
+        )
+        traces.record_span(
+            spans.EXECUTION,
+            after.traceparent or None,
+            execution.started_at,
+            execution.finished_at,
+            {
+                spans.ATTR_REQUEST_NAMESPACE: after.namespace,
+                spans.ATTR_REQUEST_NAME: after.name,
+                spans.ATTR_EXECUTION_CLAIMED_BY: execution.claimed_by,
+                spans.ATTR_EXECUTION_EXIT_CODE: str(execution.exit_code),
+            },
         )
 
 

@@ -5,6 +5,8 @@ Keyed by uid, small and bounded by the number of live requests (no bodies, no pl
 - where it is (namespace, name), so that a chat button, which names a uid, finds its request;
 - when it was created, while it is pending: the pending gauges
   (`greenlight_requests_pending`, `greenlight_oldest_pending_request_age_seconds`);
+- when its execution was claimed, while no finish is reported: the unfinished-execution
+  gauges (`greenlight_executions_unfinished`, `..._oldest_unfinished_execution_age_seconds`);
 - who asked to delete it, as the admission webhook saw the DELETE (for the `deleted` record);
 - the resourceVersion the operator last reconciled or wrote, so that a watch event that is not
   newer (the echo of its own status write, a late event, kopf's initial listing after the
@@ -32,6 +34,7 @@ class Ledger:
     _pending: dict[str, float] = field(default_factory=dict)
     _versions: dict[str, int] = field(default_factory=dict)
     _deleters: dict[str, str] = field(default_factory=dict)
+    _running: dict[str, float] = field(default_factory=dict)
 
     def saw(self, request: Request) -> None:
         """Remember `request` as reconciled at its resourceVersion, with its current status."""
@@ -44,6 +47,12 @@ class Ledger:
         else:
             self._pending.pop(request.uid, None)
         metrics.REQUESTS_PENDING.set(len(self._pending))
+        execution = request.status.execution
+        if execution is not None and execution.finished_at is None:
+            self._running[request.uid] = execution.started_at.timestamp()
+        else:
+            self._running.pop(request.uid, None)
+        metrics.EXECUTIONS_UNFINISHED.set(len(self._running))
 
     def stale(self, uid: str, resource_version: str) -> bool:
         """Whether an event at `resource_version` is no newer than what was reconciled."""
@@ -64,7 +73,9 @@ class Ledger:
         self.where.pop(uid, None)
         self._versions.pop(uid, None)
         self._pending.pop(uid, None)
+        self._running.pop(uid, None)
         metrics.REQUESTS_PENDING.set(len(self._pending))
+        metrics.EXECUTIONS_UNFINISHED.set(len(self._running))
 
     def lives_at(self, namespace: str, name: str) -> bool:
         """Whether a live request is known under this name (a scan: for deletes only)."""
@@ -79,3 +90,6 @@ class Ledger:
 
     def oldest_age(self) -> float:
         return time.time() - min(self._pending.values()) if self._pending else 0.0
+
+    def oldest_unfinished_age(self) -> float:
+        return time.time() - min(self._running.values()) if self._running else 0.0

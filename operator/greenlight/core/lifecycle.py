@@ -28,6 +28,7 @@ from greenlight.core.request import (
     Approval,
     ConditionStatus,
     ConditionType,
+    Execution,
     Notification,
     NotificationState,
     Request,
@@ -96,6 +97,7 @@ def reconcile(request: Request, now: datetime) -> Transition:
         )
         entered = Phase.EXPIRED
         audit.append(_terminal_entry(request.uid, status))
+    status = _executed(request, status, audit)
     audited = status.condition(ConditionType.AUDITED)
     if audited is not None and audited.status is ConditionStatus.FALSE:
         status = status.with_condition(
@@ -310,6 +312,56 @@ def _finish(status: Status, decision: Decision, now: datetime) -> Status:
     )
 
 
+def _executed(request: Request, status: Status, audit: list[AuditEntry]) -> Status:
+    """`status.execution` from a valid execution record of this approval's receipt, and its
+    `claimed` and `finished` audit records. A finished execution never changes again."""
+    record = request.marks.execution
+    receipt = status.receipt
+    if record is None or status.phase is not Phase.APPROVED or receipt is None:
+        return status
+    if record.receipt != receipt.digest or (status.execution and status.execution.finished_at):
+        return status
+    execution = Execution.of(record)
+    since_approval = (
+        (record.claimed_at - status.decision.at).total_seconds() if status.decision else None
+    )
+    audit.append(
+        AuditEntry(
+            "claimed",
+            actor=record.user,
+            outcome="claimed",
+            event_id=f"{request.uid}:claimed",
+            details={
+                "receiptDigest": record.receipt,
+                "startedAt": execution.to_json()["startedAt"],
+                "secondsAfterApproval": since_approval,
+            },
+        )
+    )
+    if execution.finished_at is not None:
+        audit.append(
+            AuditEntry(
+                "finished",
+                actor=record.user,
+                outcome=execution_result(execution),
+                event_id=f"{request.uid}:finished",
+                details={
+                    key: value
+                    for key, value in execution.to_json().items()
+                    if key in ("exitCode", "startedAt", "finishedAt", "durationSeconds")
+                },
+            )
+        )
+    return replace(status, execution=execution)
+
+
+def execution_result(execution: Execution) -> str:
+    """success (exit 0), failure (any other code) or unknown (reported without a code)."""
+    if execution.exit_code == 0:
+        return "success"
+    return "failure" if isinstance(execution.exit_code, int) else "unknown"
+
+
 def _requested_entry(request: Request, status: Status) -> AuditEntry:
     return AuditEntry(
         "requested",
@@ -346,7 +398,7 @@ def _untrusted_entries(request: Request) -> list[AuditEntry]:
             event_id=f"{request.uid}:untrusted:{key}",
             details={
                 "annotation": key,
-                "message": "a decision record Greenlight did not issue; ignored",
+                "message": "a record Greenlight did not issue; ignored",
             },
         )
         for key in request.marks.untrusted

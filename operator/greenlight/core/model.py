@@ -21,10 +21,14 @@ ANN_DECISION = f"{GROUP}/decision"
 ANN_REASON = f"{GROUP}/reason"
 ANN_CANCEL = f"{GROUP}/cancel"
 ANN_TRACEPARENT = f"{GROUP}/traceparent"
+# Claiming an Approved request's receipt and reporting the execution (`greenlight exec`).
+ANN_CLAIM = f"{GROUP}/claim"  # value: the planDigest the executor verified
+ANN_FINISH = f"{GROUP}/finish"  # value: the command's exit code, or "unknown"
 # Annotations only the operator (its webhook or its own identity) may write.
 ANN_REQUESTED_BY = f"{GROUP}/requested-by"
 DECISION_RECORD_PREFIX = f"decisions.{GROUP}/"
-OPERATOR_OWNED_PREFIXES = (ANN_REQUESTED_BY, DECISION_RECORD_PREFIX)
+ANN_EXECUTION = f"{GROUP}/execution"  # the signed execution record (core/stamps.ExecutionRecord)
+OPERATOR_OWNED_PREFIXES = (ANN_REQUESTED_BY, DECISION_RECORD_PREFIX, ANN_EXECUTION)
 
 # How the admission webhook's message starts when a policy refuses a create (`check` reads it).
 POLICY_REFUSAL = "refused by policy"

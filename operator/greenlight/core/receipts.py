@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from greenlight.core.dsse import Envelope, Signer, pae, valid_signature
 from greenlight.core.lifecycle import AuditEntry, Transition
-from greenlight.core.model import Phase
+from greenlight.core.model import ANN_EXECUTION, Phase
 from greenlight.core.request import Request, Status
+from greenlight.core.stamps import EXIT_UNKNOWN, ExecutionRecord
 from greenlight.core.timefmt import format_time, parse_time
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -58,6 +59,8 @@ def statement(request: Request, status: Status) -> dict[str, Any]:
             "requester": status.requested_by or request.requested_by,
             "onBehalfOf": spec.on_behalf_of,
             "requiredApprovals": spec.required_approvals,
+            # The policies that decided who had to approve (names; [] for the request's own).
+            "policies": list(request.policy.sources) if request.policy is not None else [],
             "approvers": [
                 {"user": a.user, "at": format_time(a.at), "via": a.via.value}
                 for a in status.approvals
@@ -66,6 +69,11 @@ def statement(request: Request, status: Status) -> dict[str, Any]:
             "notAfter": format_time(decision.at + spec.valid_for),
         },
     }
+
+
+def not_after(request: Request, status: Status) -> datetime | None:
+    """Until when the receipt of an Approved `status` may be used (None: no decision)."""
+    return status.decision.at + request.spec.valid_for if status.decision else None
 
 
 def serialize(data: Mapping[str, Any]) -> bytes:
@@ -202,3 +210,93 @@ def _parse_statement(payload: bytes) -> tuple[Mapping[str, Any], str]:
     if not isinstance(digest, str) or not isinstance(predicate, Mapping):
         raise ValueError("the plan subject has no sha256 digest, or there is no predicate")
     return predicate, digest
+
+
+# Why a claim or a finish is refused (also the `result` label of verifications at claim time).
+CLAIM_VALID = "valid"
+NO_RECEIPT = "no_receipt"
+NOT_REQUESTER = "not_requester"
+ALREADY_CLAIMED = "already_claimed"
+CLAIM_EXPIRED = "expired"
+CLAIM_PLAN_MISMATCH = "plan_mismatch"
+UNTRUSTED_EXECUTION = "untrusted_record"
+NOT_CLAIMED = "not_claimed"
+NOT_CLAIMER = "not_claimer"
+ALREADY_FINISHED = "already_finished"
+EXIT_CODE_MAX = 255
+
+
+@dataclass(frozen=True)
+class ClaimRefusal:
+    code: str
+    message: str
+
+
+def claim(request: Request, user: str, digest: str, at: datetime) -> ExecutionRecord | ClaimRefusal:
+    """Claim the receipt of `request` for `user` at `at`, who verified a plan of `digest`:
+    the unsigned execution record, or why not. Only the requester claims, once, before notAfter,
+    for the approved plan."""
+    status = request.status
+    receipt, deadline = status.receipt, not_after(request, status)
+    if status.phase is not Phase.APPROVED or receipt is None or deadline is None:
+        phase = status.phase.value if status.phase else "not handled yet"
+        return ClaimRefusal(NO_RECEIPT, f"the request is {phase}: there is no receipt to claim")
+    if ANN_EXECUTION in request.marks.untrusted:
+        return ClaimRefusal(
+            UNTRUSTED_EXECUTION,
+            "an execution record Greenlight did not issue is on the request; nothing claims it",
+        )
+    record = request.marks.execution
+    if record is not None:
+        return ClaimRefusal(
+            ALREADY_CLAIMED,
+            f"already claimed by {record.user} at {format_time(record.claimed_at)}"
+            + (" (finished)" if record.finished else " (not finished)"),
+        )
+    if user != request.requested_by:
+        return ClaimRefusal(
+            NOT_REQUESTER,
+            f"only the requester ({request.requested_by or 'unknown'}) may claim this approval, "
+            f"not {user}",
+        )
+    if at >= deadline:
+        return ClaimRefusal(
+            CLAIM_EXPIRED, f"the approval could be used until {format_time(deadline)}"
+        )
+    approved = status.plan_digest or request.spec.plan_digest
+    if digest != approved:
+        return ClaimRefusal(
+            CLAIM_PLAN_MISMATCH,
+            f"the plan verified has digest {digest[:23]}…, the approved plan {approved[:23]}…",
+        )
+    return ExecutionRecord(user=user, claimed_at=at, receipt=receipt.digest)
+
+
+def finish(
+    request: Request, user: str, exit_code: int | str, at: datetime
+) -> ExecutionRecord | ClaimRefusal:
+    """Report that the claimed command ended: the unsigned, finished record, or why not."""
+    record = request.marks.execution
+    if record is None:
+        return ClaimRefusal(NOT_CLAIMED, "nothing was claimed on this request: claim it first")
+    if record.user != user:
+        return ClaimRefusal(
+            NOT_CLAIMER, f"claimed by {record.user}: only they report how it ended, not {user}"
+        )
+    if record.finished:
+        return ClaimRefusal(
+            ALREADY_FINISHED,
+            f"already reported finished at {format_time(record.finished_at or at)} "
+            f"with exit code {record.exit_code}",
+        )
+    return replace(record, finished_at=at, exit_code=exit_code, mac="")
+
+
+def parse_exit_code(value: str) -> int | str:
+    """An exit code as `greenlight.dev/finish` carries it: 0..255, or "unknown"."""
+    text = value.strip()
+    if text == EXIT_UNKNOWN:
+        return EXIT_UNKNOWN
+    if text.isascii() and text.isdigit() and int(text) <= EXIT_CODE_MAX:
+        return int(text)
+    raise ValueError(f"an exit code from 0 to {EXIT_CODE_MAX} or {EXIT_UNKNOWN!r}, not {value!r}")

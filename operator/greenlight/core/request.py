@@ -23,6 +23,7 @@ from greenlight.core.durations import (
 )
 from greenlight.core.followups import Progress
 from greenlight.core.model import (
+    ANN_EXECUTION,
     ANN_REQUESTED_BY,
     ANN_TRACEPARENT,
     DECISION_RECORD_PREFIX,
@@ -33,7 +34,13 @@ from greenlight.core.model import (
 )
 from greenlight.core.plans import TEXT, PlanReading
 from greenlight.core.policies import EffectivePolicy
-from greenlight.core.stamps import DecisionRecord, Stamp, Subject, plan_digest
+from greenlight.core.stamps import (
+    DecisionRecord,
+    ExecutionRecord,
+    Stamp,
+    Subject,
+    plan_digest,
+)
 from greenlight.core.timefmt import format_time, parse_time
 
 EMPTY_DIGEST = plan_digest("")
@@ -126,6 +133,56 @@ class Notification:
 
 
 @dataclass(frozen=True)
+class Execution:
+    """`status.execution`: the approved action claimed once and, when reported, finished. A
+    sub-status of Approved (the phase stays Approved). A claim without a finish is a runner
+    that is still going, or one that died: visible here, alerted on, never retried."""
+
+    claimed_by: str
+    started_at: datetime  # when the claim was admitted
+    receipt: str  # digest of the receipt that was claimed
+    finished_at: datetime | None = None
+    exit_code: int | str | None = None  # an integer, or "unknown"
+
+    @classmethod
+    def of(cls, record: ExecutionRecord) -> Execution:
+        return cls(
+            record.user, record.claimed_at, record.receipt, record.finished_at, record.exit_code
+        )
+
+    @property
+    def duration(self) -> timedelta | None:
+        return self.finished_at - self.started_at if self.finished_at else None
+
+    def to_json(self) -> dict[str, Any]:
+        started = format_time(self.started_at)
+        data: dict[str, Any] = {
+            "claimedBy": self.claimed_by,
+            # The command starts as soon as its claim is admitted: both are the webhook's time
+            # of the claim (the runner's own clock is not trusted).
+            "claimedAt": started,
+            "startedAt": started,
+            "receiptDigest": self.receipt,
+        }
+        if self.finished_at is not None:
+            data["finishedAt"] = format_time(self.finished_at)
+            data["exitCode"] = self.exit_code
+            data["durationSeconds"] = round((self.finished_at - self.started_at).total_seconds(), 3)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Execution:
+        finished = data.get("finishedAt")
+        return cls(
+            claimed_by=str(data["claimedBy"]),
+            started_at=parse_time(str(data["startedAt"])),
+            receipt=str(data.get("receiptDigest") or ""),
+            finished_at=parse_time(str(finished)) if finished else None,
+            exit_code=data.get("exitCode"),
+        )
+
+
+@dataclass(frozen=True)
 class Status:
     """`status` of an ApprovalRequest. An empty phase means "not handled yet"."""
 
@@ -138,6 +195,7 @@ class Status:
     notifications: tuple[Notification, ...] = ()
     conditions: tuple[Condition, ...] = ()
     receipt: Envelope | None = None  # the signed receipt (core/receipts.py), once Approved
+    execution: Execution | None = None  # the receipt claimed, and the run reported
     # Reminders and escalation steps sent (core/followups.py).
     follow_ups: Progress = field(default_factory=Progress)
     # Copies of what admission stamped (the stamp stays the source): shown to people.
@@ -181,6 +239,8 @@ class Status:
             }
         if self.receipt is not None:
             data["receipt"] = self.receipt.to_json()
+        if self.execution is not None:
+            data["execution"] = self.execution.to_json()
         if self.follow_ups != Progress():
             data["followUps"] = self.follow_ups.to_json()
         if self.policy is not None:
@@ -239,6 +299,7 @@ class Status:
                 if c.get("type") in ConditionType._value2member_map_
             ),
             receipt=Envelope.from_json(receipt) if receipt else None,
+            execution=Execution.from_json(data["execution"]) if data.get("execution") else None,
             follow_ups=Progress.from_json(data.get("followUps")),
             policy=EffectivePolicy.from_json(data["policy"]) if data.get("policy") else None,
             plan=PlanReading.from_json(data["plan"]) if data.get("plan") else None,
@@ -315,6 +376,7 @@ class Marks:
     # What admission decided, from the stamp: None on requests stamped before policies.
     policy: EffectivePolicy | None = None
     plan: PlanReading | None = None
+    execution: ExecutionRecord | None = None  # a valid execution record (None: none, or forged)
 
 
 @dataclass(frozen=True)
@@ -463,4 +525,14 @@ def _marks(
         else:
             untrusted.append(name)
     records.sort(key=lambda r: (r.at, r.user))
-    return Marks(stamp, tuple(records), tuple(sorted(untrusted)), policy, plan)
+    execution = None
+    raw = annotations.get(ANN_EXECUTION)
+    if raw is not None:
+        try:
+            execution = ExecutionRecord.from_annotation(raw)
+        except ValueError:
+            execution = None
+        if execution is None or not execution.valid(key, uid):
+            execution = None
+            untrusted.append(ANN_EXECUTION)
+    return Marks(stamp, tuple(records), tuple(sorted(untrusted)), policy, plan, execution)

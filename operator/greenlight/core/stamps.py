@@ -11,6 +11,9 @@ planted annotation) is recognised as not issued by Greenlight and never decided 
   `creationTimestamp` (the uid and the generated name do not exist yet when it is issued).
 - A decision record names one user's decision and is bound to the object's uid, so a record
   copied onto another object (or onto a recreated one with the same name) is not valid there.
+- An execution record names who claimed an Approved request's receipt and when, and once the
+  command ended, when and with which exit code; it is bound to the uid and to the receipt's
+  digest, so it belongs to one approval of one object.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from greenlight.core.timefmt import format_precise, parse_time
 STAMP_SKEW = timedelta(seconds=60)
 _RECORD_DOMAIN = b"greenlight/decision-record/v1"
 _STAMP_DOMAIN = b"greenlight/requested-by/v1"
+_EXECUTION_DOMAIN = b"greenlight/execution/v1"
+EXIT_UNKNOWN = "unknown"  # a finish reported without an exit code (the command's fate is unknown)
 
 
 def derive_key(secret: bytes) -> bytes:
@@ -198,3 +203,65 @@ class Stamp:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed requested-by stamp: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ExecutionRecord:
+    """The claim of one approval receipt and, once reported, how the command ended.
+
+    `exit_code` is the command's exit status as `greenlight exec` reported it, or
+    `EXIT_UNKNOWN`; None (with `finished_at` None) while the command runs or after its
+    runner died. Times are the admission webhook's, never the caller's."""
+
+    user: str
+    claimed_at: datetime
+    receipt: str  # the receipt envelope's digest (sha256:<hex>)
+    finished_at: datetime | None = None
+    exit_code: int | str | None = None
+    mac: str = field(default="", compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+    def _payload(self, uid: str) -> dict[str, Any]:
+        return {
+            "uid": uid,
+            "user": self.user,
+            "claimedAt": format_precise(self.claimed_at),
+            "receipt": self.receipt,
+            "finishedAt": format_precise(self.finished_at) if self.finished_at else None,
+            "exitCode": self.exit_code,
+        }
+
+    def signed(self, key: bytes, uid: str) -> ExecutionRecord:
+        return replace(self, mac=_mac(key, _EXECUTION_DOMAIN, self._payload(uid)))
+
+    def valid(self, key: bytes, uid: str) -> bool:
+        expected = _mac(key, _EXECUTION_DOMAIN, self._payload(uid))
+        return bool(self.mac) and hmac.compare_digest(self.mac, expected)
+
+    def to_annotation(self) -> str:
+        payload = self._payload("")
+        del payload["uid"]
+        payload["mac"] = self.mac
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_annotation(cls, text: str) -> ExecutionRecord:
+        try:
+            data = json.loads(text)
+            code = data.get("exitCode")
+            if not (code is None or code == EXIT_UNKNOWN or type(code) is int):
+                raise TypeError(f"exitCode {code!r} is neither an integer nor {EXIT_UNKNOWN!r}")
+            finished = data.get("finishedAt")
+            return cls(
+                user=str(data["user"]),
+                claimed_at=parse_time(str(data["claimedAt"])),
+                receipt=str(data["receipt"]),
+                finished_at=parse_time(str(finished)) if finished else None,
+                exit_code=code,
+                mac=str(data.get("mac", "")),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"malformed execution record: {exc}") from exc

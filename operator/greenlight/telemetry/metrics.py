@@ -150,6 +150,63 @@ POLICY_EVALUATIONS = Counter(
     registry=OPERATOR_REGISTRY,
 )
 POLICY_OUTCOMES: tuple[str, ...] = ("RequireApproval", "AutoApprove", "Refuse")
+# Receipts and what was done with them (docs/receipts.md).
+VERIFICATION_RESULTS: tuple[str, ...] = (
+    "valid",
+    "no_receipt",
+    "not_requester",
+    "already_claimed",
+    "expired",
+    "plan_mismatch",
+    "untrusted_record",
+)
+EXECUTION_RESULTS: tuple[str, ...] = ("success", "failure", "unknown")
+# How long approved actions run, and how long after the approval they start.
+EXECUTION_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
+RECEIPTS_ISSUED = Counter(
+    "greenlight_receipts_issued_total",
+    "Signed approval receipts issued (one per request that became Approved).",
+    registry=OPERATOR_REGISTRY,
+)
+RECEIPT_VERIFICATIONS = Counter(
+    "greenlight_receipt_verifications_total",
+    "Claims of a receipt checked by the admission webhook, by result (valid, or why refused).",
+    ["result"],
+    registry=OPERATOR_REGISTRY,
+)
+EXECUTIONS_STARTED = Counter(
+    "greenlight_executions_started_total",
+    "Approved actions whose receipt was claimed (the command started).",
+    registry=OPERATOR_REGISTRY,
+)
+EXECUTIONS = Counter(
+    "greenlight_executions_total",
+    "Approved actions reported finished, by result (success: exit 0; failure; unknown).",
+    ["result"],
+    registry=OPERATOR_REGISTRY,
+)
+EXECUTION_DURATION = Histogram(
+    "greenlight_execution_duration_seconds",
+    "From the claim to the reported finish of an approved action.",
+    buckets=EXECUTION_BUCKETS,
+    registry=OPERATOR_REGISTRY,
+)
+EXECUTION_START_DELAY = Histogram(
+    "greenlight_execution_start_delay_seconds",
+    "From the approval to the claim of its receipt (how long after approval actions run).",
+    buckets=EXECUTION_BUCKETS,
+    registry=OPERATOR_REGISTRY,
+)
+EXECUTIONS_UNFINISHED = Gauge(
+    "greenlight_executions_unfinished",
+    "Claimed executions with no finish reported (running, or their runner died).",
+    registry=OPERATOR_REGISTRY,
+)
+OLDEST_UNFINISHED_EXECUTION_AGE = Gauge(
+    "greenlight_oldest_unfinished_execution_age_seconds",
+    "Time since the oldest claim with no finish reported; 0 when there is none.",
+    registry=OPERATOR_REGISTRY,
+)
 BUILD_INFO = Gauge(
     "greenlight_build_info",
     "Always 1; labels say which Greenlight and Python are running.",
@@ -182,6 +239,10 @@ def _initialise() -> None:
             FOLLOW_UPS_SENT.labels(kind=kind, channel=channel)
     for outcome in POLICY_OUTCOMES:
         POLICY_EVALUATIONS.labels(outcome=outcome)
+    for result in VERIFICATION_RESULTS:
+        RECEIPT_VERIFICATIONS.labels(result=result)
+    for result in EXECUTION_RESULTS:
+        EXECUTIONS.labels(result=result)
     BUILD_INFO.labels(version=_version(), python_version=platform.python_version()).set(1)
 
 
@@ -229,6 +290,19 @@ def count_follow_up(kind: str, channel: str) -> None:
 def count_policy_evaluation(outcome: str) -> None:
     _check("outcome", outcome, POLICY_OUTCOMES)
     POLICY_EVALUATIONS.labels(outcome=outcome).inc()
+
+
+def count_verification(result: str) -> None:
+    """Count one claim checked by the admission webhook."""
+    _check("result", result, VERIFICATION_RESULTS)
+    RECEIPT_VERIFICATIONS.labels(result=result).inc()
+
+
+def observe_execution(result: str, seconds: float) -> None:
+    """Count one finished execution and observe how long it ran."""
+    _check("result", result, EXECUTION_RESULTS)
+    EXECUTIONS.labels(result=result).inc()
+    EXECUTION_DURATION.observe(max(seconds, 0.0))
 
 
 def refuse(reason: str) -> None:

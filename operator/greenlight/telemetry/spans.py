@@ -16,6 +16,8 @@ ADMISSION = "greenlight.admission"  # one admission review (identity, authorizat
 NOTIFY = "greenlight.notify"  # announce a pending request on a channel
 NOTIFY_RESOLVE = "greenlight.notify.resolve"  # show the outcome on the announced message
 AUDIT_WRITE = "greenlight.audit.write"
+# The approved action, from its claim to its reported finish; continues the request's trace.
+EXECUTION = "greenlight.execution"
 
 # Agent SDK (greenlight.agent).
 WORKFLOW_PREFIX = "workflow "  # + workflow name: the root span of a workflow run
@@ -37,6 +39,8 @@ ATTR_OUTCOME = "greenlight.decision.outcome"
 ATTR_VIA = "greenlight.decision.via"
 ATTR_REFUSAL_REASON = "greenlight.refusal.reason"
 ATTR_CHANNEL = "greenlight.notify.channel"
+ATTR_EXECUTION_EXIT_CODE = "greenlight.execution.exit_code"
+ATTR_EXECUTION_CLAIMED_BY = "greenlight.execution.claimed_by"
 ATTR_APPROVAL_REQUEST = "greenlight.approval.request"
 ATTR_APPROVAL_OUTCOME = "greenlight.approval.outcome"
 ATTR_APPROVAL_WAITED = "greenlight.approval.waited_seconds"

@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -155,3 +156,22 @@ def request_span(
         name, context=parent, links=links, attributes=attributes
     ) as span:
         yield span
+
+
+def record_span(
+    name: str,
+    traceparent: str | None,
+    start: datetime,
+    end: datetime,
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> None:
+    """A finished span for something that happened between `start` and `end` elsewhere (the
+    approved command, run by `greenlight exec`), a child of the request's trace."""
+    tracer = trace.get_tracer("greenlight.operator")
+    span = tracer.start_span(
+        name,
+        context=context_from_traceparent(traceparent),
+        attributes=attributes,
+        start_time=int(start.timestamp() * 1e9),
+    )
+    span.end(end_time=int(end.timestamp() * 1e9))
