@@ -33,18 +33,23 @@ from greenlight.adapters.policyindex import PolicyIndex
 from greenlight.adapters.refusals import RefusalLog
 from greenlight.adapters.webhookcerts import ensure_webhook_certs
 from greenlight.adapters.webhookserver import WebhookServer
+from greenlight.adapters.webhookserver import routes as webhook_routes
 from greenlight.config import Settings
 from greenlight.core.stamps import derive_key
 from greenlight.kube import Kube
-from greenlight.telemetry import health, logs, metrics, traces
+from greenlight.telemetry import health, heap, logs, metrics, traces
 
 _log = structlog.get_logger("greenlight.operator")
 PEERING_LIFETIME = 15
 IO_THREADS = 32
+# Objects per page when listing (the catch-up and kopf's own initial listing): with plans at the
+# size limit a page of 100 is about 25 MiB of JSON, read and parsed at a time.
+LIST_PAGE = 100
 
 
 def run(settings: Settings) -> None:
     """Run the operator until it is stopped (SIGINT/SIGTERM)."""
+    heap.limit_arenas()  # before any thread starts (telemetry/heap.py)
     logs.configure(settings.log_level, log_format=settings.log_format)
     kopf.run(
         clusterwide=not settings.namespaces,
@@ -107,6 +112,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         # Admission refuses creates (503) until they are listed: failing closed.
         _log.warning("the approval policies are not listed yet; creates wait for them")
     memo["gate"] = AdmissionGate(kube, refusals, ledger, marks_key, operator, policies)
+    server = settings.admission.server
+    if isinstance(server, WebhookServer):  # reviews answered by the handlers directly
+        server.routes = webhook_routes(kopf.get_default_registry())
+        server.memo = memo
     memo["stop_notifiers"] = stops
     try:
         memo["metrics_server"] = metrics.serve(config.metrics_port)
@@ -118,6 +127,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.OLDEST_PENDING_AGE.set_function(ledger.oldest_age)
     metrics.OLDEST_UNFINISHED_EXECUTION_AGE.set_function(ledger.oldest_unfinished_age)
     memo["expiry_task"] = asyncio.create_task(converger.clock.run())
+    memo["trim_task"] = asyncio.create_task(heap.trim_forever())
     if config.webhook_manage:
         memo["webhook_task"] = asyncio.create_task(
             webhookconfig.register_when_listening(
@@ -139,7 +149,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 async def _catch_up(kube: Kube, converger: Converger, config: Settings) -> None:
     """Arm every expiry and reconcile new requests at once (adapters/catchup.py)."""
     try:
-        fresh = await catch_up(kube, converger, config.namespaces)
+        fresh = await catch_up(kube, converger, config.namespaces, page=LIST_PAGE)
     except Exception:
         _log.exception("catching up at start failed; kopf's initial listing will do it")
         return
@@ -169,7 +179,7 @@ def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> bytes:
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.posting.level = logging.WARNING
     # kopf lists what exists before it watches: in pages, not in one response of every body.
-    settings.watching.chunk_size = 500
+    settings.watching.chunk_size = LIST_PAGE
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
@@ -254,7 +264,7 @@ async def _notifiers(
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("expiry_task", "health_task", "webhook_task", "catch_up_task"):
+    for name in ("expiry_task", "trim_task", "health_task", "webhook_task", "catch_up_task"):
         task: asyncio.Task[None] | None = memo.get(name)
         if task is not None:
             task.cancel()

@@ -19,19 +19,24 @@ import structlog
 from greenlight.adapters.converge import Converger
 from greenlight.core.request import Request
 from greenlight.kube import Kube
+from greenlight.telemetry import heap
 
 _log = structlog.get_logger("greenlight.catchup")
 
 
 async def catch_up(
-    kube: Kube, converger: Converger, namespaces: Sequence[str], concurrency: int = 16
+    kube: Kube,
+    converger: Converger,
+    namespaces: Sequence[str],
+    concurrency: int = 16,
+    page: int = 100,
 ) -> int:
-    """Returns how many requests were left to reconcile."""
+    """Returns how many requests were left to reconcile. `page` objects are read at a time."""
     todo: list[tuple[str, str]] = []
     scopes: Sequence[str | None] = list(namespaces) or [None]
     for namespace in scopes:
-        async for page in kube.pages(namespace):
-            for obj in page:
+        async for items in kube.pages(namespace, limit=page):
+            for obj in items:
                 try:
                     request = Request.parse(obj, converger.marks_key)
                 except (KeyError, ValueError) as exc:
@@ -48,4 +53,5 @@ async def catch_up(
             await converger.reconcile(namespace, name)
 
     await asyncio.gather(*(handle(*key) for key in todo))
+    heap.trim()  # the pages are gone: give their memory back now
     return len(todo)

@@ -9,6 +9,7 @@ bounded preview for people, never the whole plan text.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -492,25 +493,34 @@ class Request:
         )
 
 
+@functools.lru_cache(maxsize=1024)
+def _checked_stamp(
+    raw: str, key: bytes, subject: Subject, created: datetime
+) -> tuple[Stamp | None, EffectivePolicy | None, PlanReading | None]:
+    """The stamp in `raw` if Greenlight issued it for this subject, with what admission decided.
+
+    Cached: every event of a request parses the same stamp (its MAC covers the effective policy
+    and the plan reading, whose canonical JSON was a tenth of the cost of a reconcile); the
+    answer depends on nothing but these arguments."""
+    try:
+        stamp = Stamp.from_annotation(raw)
+    except ValueError:
+        return None, None, None
+    if not stamp.valid(key, subject, created):
+        return None, None, None
+    try:
+        policy = EffectivePolicy.from_json(stamp.policy) if stamp.policy else None
+        plan = PlanReading.from_json(stamp.plan) if stamp.plan else None
+    except (ValueError, TypeError, KeyError):
+        return None, None, None  # what admission decided cannot be read: never act on it
+    return stamp, policy, plan
+
+
 def _marks(
     annotations: Mapping[str, str], key: bytes, uid: str, created: datetime, subject: Subject
 ) -> Marks:
-    stamp: Stamp | None = None
     raw = annotations.get(ANN_REQUESTED_BY)
-    if raw:
-        try:
-            parsed = Stamp.from_annotation(raw)
-        except ValueError:
-            parsed = None
-        if parsed is not None and parsed.valid(key, subject, created):
-            stamp = parsed
-    policy, plan = None, None
-    if stamp is not None:
-        try:
-            policy = EffectivePolicy.from_json(stamp.policy) if stamp.policy else None
-            plan = PlanReading.from_json(stamp.plan) if stamp.plan else None
-        except (ValueError, TypeError, KeyError):
-            stamp = None  # what admission decided cannot be read: never act on it
+    stamp, policy, plan = _checked_stamp(raw, key, subject, created) if raw else (None, None, None)
     records, untrusted = [], []
     for name, value in annotations.items():
         if not name.startswith(DECISION_RECORD_PREFIX):
