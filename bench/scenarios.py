@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -582,6 +583,8 @@ def error_lines(process: OperatorProcess) -> tuple[int, int]:
             continue
         if isinstance(record, dict) and record.get("level") == "ERROR":
             errors += 1
+            if errors <= 5:  # say what they were (on stderr: the tables stay as they are)
+                print(f"operator ERROR: {line.strip()[:600]}", file=sys.stderr)
     return errors, unparsed
 
 

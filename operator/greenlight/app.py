@@ -49,7 +49,6 @@ LIST_PAGE = 100
 
 def run(settings: Settings) -> None:
     """Run the operator until it is stopped (SIGINT/SIGTERM)."""
-    heap.limit_arenas()  # before any thread starts (telemetry/heap.py)
     logs.configure(settings.log_level, log_format=settings.log_format)
     kopf.run(
         clusterwide=not settings.namespaces,
@@ -147,7 +146,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 
 async def _catch_up(kube: Kube, converger: Converger, config: Settings) -> None:
-    """Arm every expiry and reconcile new requests at once (adapters/catchup.py)."""
+    """Arm every expiry and reconcile new requests at once (adapters/catchup.py), once this
+    replica is the one processing requests: kopf delivers watch events only to the active
+    replica (peering), so the first event is the signal. A standby catches nothing up: it would
+    arm expiries it must not fire and report pending requests it never sees decided (its gauges
+    would grow stale and page someone). With no request at all there is nothing to catch up."""
+    await converger.active.wait()
     try:
         fresh = await catch_up(kube, converger, config.namespaces, page=LIST_PAGE)
     except Exception:

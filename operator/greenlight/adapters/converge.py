@@ -10,6 +10,7 @@ failure leaves the phase as it was and is retried; nothing here decides anything
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -66,9 +67,12 @@ class Converger:
     def __post_init__(self) -> None:
         self.clock = ExpiryClock(self._due)
         self._locks = KeyedLocks()
+        # Set by the first watch event: kopf delivers them only while this replica is active.
+        self.active = asyncio.Event()
 
     async def on_event(self, kind: str | None, body: Mapping[str, Any]) -> None:
         """A watch event (kopf's `on.event`): deleted, or possibly something to do."""
+        self.active.set()
         meta = body.get("metadata") or {}
         uid, version = str(meta.get("uid", "")), str(meta.get("resourceVersion", ""))
         if kind == "DELETED":

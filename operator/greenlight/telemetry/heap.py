@@ -1,12 +1,15 @@
 """Keep the operator's resident memory close to what it holds.
 
 The operator reads big objects (plans up to 256 KiB, pages of them at start-up) in worker
-threads, and glibc's allocator gives each thread its own arena and keeps freed memory in it: with
-32 I/O threads the process held several times its live data after a burst or a cold start. Two
-allocator settings fix that, through glibc's own interface (nothing on other C libraries):
+threads, and glibc's allocator keeps memory freed in a thread's arena for reuse instead of giving
+it back: after a burst or a cold start the process held far more than its live data.
+`malloc_trim(0)` (glibc's own interface; nothing happens on other C libraries) returns those
+free pages to the system; the operator calls it after the start-up catch-up and every
+`TRIM_EVERY` seconds.
 
-- at most `ARENAS` arenas (`mallopt(M_ARENA_MAX)`, set before the threads exist);
-- `malloc_trim(0)` every `TRIM_EVERY` seconds, which returns freed pages to the system.
+Capping the number of arenas (`M_ARENA_MAX`) saved some 40 MiB more with 400 plans of 256 KiB,
+but made decisions, whose audit, SubjectAccessReview and status calls run in threads at once,
+measurably slower (docs/benchmarks.md): the arenas are left as glibc sizes them.
 """
 
 from __future__ import annotations
@@ -16,9 +19,7 @@ import ctypes
 import ctypes.util
 import sys
 
-ARENAS = 2
 TRIM_EVERY = 20.0
-_M_ARENA_MAX = -8  # glibc malloc.h
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -29,13 +30,7 @@ def _libc() -> ctypes.CDLL | None:
         libc = ctypes.CDLL(name or "libc.so.6")
     except OSError:
         return None
-    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-
-
-def limit_arenas() -> bool:
-    """Cap glibc's malloc arenas; call before starting threads. False when not glibc."""
-    libc = _libc()
-    return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, ARENAS))
+    return libc if hasattr(libc, "malloc_trim") else None
 
 
 def trim() -> bool:
