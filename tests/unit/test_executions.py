@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tests.support.marks import KEY, signed, stamp
+from tests.support.marks import KEY, approved
 
 from greenlight.core import lifecycle, receipts
 from greenlight.core.dsse import Signer
-from greenlight.core.model import ANN_EXECUTION, ANN_REQUESTED_BY, Action, Phase, Via
+from greenlight.core.model import ANN_EXECUTION, Phase
 from greenlight.core.request import Request
-from greenlight.core.stamps import DecisionRecord, ExecutionRecord, plan_digest
+from greenlight.core.stamps import ExecutionRecord, plan_digest
 
 CREATED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 DECIDED = CREATED + timedelta(minutes=1)
@@ -26,40 +26,9 @@ REQUESTER = "system:serviceaccount:ci:orchestrator"
 UID = "uid-1"
 
 
-def approved(signer: Signer) -> dict[str, Any]:
-    """An Approved request with its receipt, as the operator leaves it (status written)."""
-    body: dict[str, Any] = {
-        "metadata": {
-            "namespace": "ci",
-            "name": "destroy-prod",
-            "uid": UID,
-            "creationTimestamp": "2026-03-01T12:00:00Z",
-            "annotations": {},
-        },
-        "spec": {
-            "action": "pulumi destroy",
-            "target": "production",
-            "requester": {"workflowId": "wf-1"},
-            "plan": {"summary": "-1", "details": PLAN},
-            "timeout": "30m",
-        },
-    }
-    annotations = body["metadata"]["annotations"]
-    annotations[ANN_REQUESTED_BY] = stamp(body, REQUESTER)
-    annotations.update(
-        [signed(DecisionRecord("alice", Action.APPROVE, DECIDED, Via.KUBECTL, "ok"), UID)]
-    )
-    request = Request.parse(body, KEY)
-    transition = receipts.issue(request, lifecycle.reconcile(request, DECIDED), signer)
-    assert transition.status.phase is Phase.APPROVED
-    assert transition.status.receipt is not None
-    body["status"] = transition.status.to_json()
-    return body
-
-
 @pytest.fixture
 def body() -> dict[str, Any]:
-    return approved(Signer(Ed25519PrivateKey.generate()))
+    return approved(Signer(Ed25519PrivateKey.generate()), REQUESTER)
 
 
 def with_record(body: dict[str, Any], record: ExecutionRecord, uid: str = UID) -> dict[str, Any]:

@@ -459,9 +459,11 @@ async def _admit_execution(
     concurrent claims the API server lets exactly one through; this check is the second line."""
     request = Request.parse(old, gate.marks_key)
     at = now()
-    claiming = ANN_CLAIM in after
+    before = annotations_of(old)
+    claiming = ANN_CLAIM in after and before.get(ANN_CLAIM) != after[ANN_CLAIM]
+    finishing = ANN_FINISH in after and before.get(ANN_FINISH) != after[ANN_FINISH]
     event = "claim_attempted" if claiming else "finish_attempted"
-    if claiming and ANN_FINISH in after:
+    if claiming and finishing:
         both = kopf.AdmissionError(f"write {ANN_CLAIM} and {ANN_FINISH} separately", code=400)
         await refuse(gate, old, caller, "invalid_value", both, dryrun=dryrun, event=event)
     if claiming:
