@@ -17,7 +17,7 @@ from kubernetes import client
 from tests.resilience.cluster import without_shared_operator
 from tests.support.identities import GreenlightCli, cli_for
 from tests.support.kubectl import Kubectl
-from tests.support.manifests import approval_request, create, get, poll
+from tests.support.manifests import approval_request, create, get, poll, wait_phase
 from tests.support.operator import OperatorProcess
 from tests.support.operator_fixtures import People
 
@@ -207,6 +207,10 @@ def test_operator_refuses_to_continue_a_log_truncated_while_it_was_stopped(
     try:
         assert operator.metric("greenlight_audit_chain_broken") == 0
         create(kubectl, approval_request("before", ns), people.orchestrator)
+        # Fully handled (its records written, its status Pending) before the stop: otherwise the
+        # next start would handle it again, and its `requested` would come first after the reset.
+        wait_phase(kubectl, ns, "before", "Pending")
+        poll(lambda: get(kubectl, ns, "before").get("status", {}).get("notifications"), 30)
         poll(lambda: anchored_seq(kube_client, ns) or None, timeout=45)
         operator.stop()
         anchored = anchored_seq(kube_client, ns)
