@@ -36,15 +36,6 @@ def cli(control_plane: ControlPlane) -> GreenlightCli:
 
 
 @pytest.fixture
-def keys_file(operator: OperatorProcess, cli: GreenlightCli, tmp_path: Path) -> Path:
-    done = cli("receipt", "keys", "--key-file", str(operator.workdir / "receipt.key"))
-    assert done.returncode == 0, done.stderr
-    path = tmp_path / "keys.pem"
-    path.write_text(done.stdout)
-    return path
-
-
-@pytest.fixture
 def plan_file(tmp_path: Path) -> Path:
     path = tmp_path / "plan.txt"
     path.write_text(PLAN)
@@ -81,6 +72,14 @@ def execution_of(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any] | None:
     return execution
 
 
+def finished_execution(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
+    """`status.execution` once it shows the finish (fails after 20 s)."""
+    done: dict[str, Any] = poll(
+        lambda: (e := execution_of(kubectl, ns, name)) and "finishedAt" in e and e, 20
+    )
+    return done
+
+
 def records_of(operator: OperatorProcess, uid: str) -> list[dict[str, Any]]:
     return [r for r in operator.audit_records() if (r.get("request") or {}).get("uid") == uid]
 
@@ -104,9 +103,7 @@ def test_exec_runs_once_and_the_execution_is_on_record(
     assert done.returncode == 3, done.stderr
     assert "the action ran" in done.stdout
     assert f"{ns}/once claimed by {people.orchestrator}" in done.stderr
-    execution = poll(
-        lambda: (e := execution_of(kubectl, ns, "once")) and "finishedAt" in e and e, 20
-    )
+    execution = finished_execution(kubectl, ns, "once")
     assert execution["claimedBy"] == people.orchestrator
     assert execution["exitCode"] == 3
     assert execution["durationSeconds"] >= 0
@@ -302,7 +299,7 @@ def test_a_runner_killed_mid_command_leaves_a_visible_alerted_claim(
         kubectl, ns, "killed", "greenlight.dev/finish=unknown", as_user=people.orchestrator
     )
     assert closed.returncode == 0, closed.stderr
-    done = poll(lambda: (e := execution_of(kubectl, ns, "killed")) and "finishedAt" in e and e, 20)
+    done = finished_execution(kubectl, ns, "killed")
     assert done["exitCode"] == "unknown"
 
 
@@ -337,7 +334,5 @@ def test_the_sdk_context_manager_reports_how_the_block_ended(
         pytest.fail("a second claim must not run the block")
 
     for name, code in (("sdk-ok", 0), ("sdk-raises", 1), ("sdk-code", 7)):
-        execution = poll(
-            lambda n=name: (e := execution_of(kubectl, ns, n)) and "finishedAt" in e and e, 20
-        )
+        execution = finished_execution(kubectl, ns, name)
         assert execution["exitCode"] == code, name

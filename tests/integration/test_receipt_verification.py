@@ -32,16 +32,6 @@ def cli(control_plane: ControlPlane) -> GreenlightCli:
     return cli_for(control_plane)
 
 
-@pytest.fixture
-def keys_file(operator: OperatorProcess, cli: GreenlightCli, tmp_path: Path) -> Path:
-    """The operator's public key, as `greenlight receipt keys` prints it from its key file."""
-    done = cli("receipt", "keys", "--key-file", str(operator.workdir / "receipt.key"))
-    assert done.returncode == 0, done.stderr
-    path = tmp_path / "keys.pem"
-    path.write_text(done.stdout)
-    return path
-
-
 def verify(
     cli: GreenlightCli, receipt: Path, plan: Path, keys: Path, *extra: str
 ) -> tuple[int, str]:
