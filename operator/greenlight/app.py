@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -13,24 +16,24 @@ from typing import Any
 import kopf
 import structlog
 
-from greenlight.adapters import (  # noqa: F401  (admission and handlers register handlers)
+from greenlight.adapters import (  # noqa: F401  (admission registers the webhook handlers)
     admission,
     auditanchor,
-    handlers,
     receiptkeys,
     webhookconfig,
 )
 from greenlight.adapters.admission import AdmissionGate
 from greenlight.adapters.announce import Announcer
 from greenlight.adapters.auditlog import AuditLog, AuditLogLocked, load_or_create_key
-from greenlight.adapters.catchup import catch_up
 from greenlight.adapters.console import ConsoleNotifier
 from greenlight.adapters.converge import Converger
 from greenlight.adapters.decisions import DecisionService
 from greenlight.adapters.ledger import Ledger
 from greenlight.adapters.notifiers import Notifier
+from greenlight.adapters.peers import ActiveGate, peering_paths
 from greenlight.adapters.policyindex import PolicyIndex
 from greenlight.adapters.refusals import RefusalLog
+from greenlight.adapters.watch import RequestWatch
 from greenlight.adapters.webhookcerts import ensure_webhook_certs
 from greenlight.adapters.webhookserver import WebhookServer
 from greenlight.adapters.webhookserver import routes as webhook_routes
@@ -42,22 +45,28 @@ from greenlight.telemetry import health, heap, logs, metrics, traces
 _log = structlog.get_logger("greenlight.operator")
 PEERING_LIFETIME = 15
 IO_THREADS = 32
-# Objects per page when listing (the catch-up and kopf's own initial listing): with plans at the
-# size limit a page of 100 is about 25 MiB of JSON, read and parsed at a time.
-LIST_PAGE = 100
+# Objects per page when listing the requests: with plans at the size limit a page of 25 is
+# about 6 MiB of JSON, read and parsed at a time (pages of 100 peaked 75 MiB higher on a cold
+# start with 1,000 plans of 256 KiB; docs/benchmarks.md).
+LIST_PAGE = 25
+# Requests handled at once by the watch (adapters/watch.py); more wait, unread.
+IN_HAND = 32
 
 
 def run(settings: Settings) -> None:
     """Run the operator until it is stopped (SIGINT/SIGTERM)."""
     logs.configure(settings.log_level, log_format=settings.log_format)
+    # This replica's name among its peers: the pod's name, made unique per start.
+    identity = f"{os.environ.get('POD_ID') or socket.gethostname()}/{secrets.token_hex(4)}"
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         standalone=not settings.peering,
         peering_name=settings.peering or None,
         priority=settings.priority,
+        identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
-        memo=kopf.Memo(settings=settings),
+        memo=kopf.Memo(settings=settings, identity=identity),
     )
 
 
@@ -76,6 +85,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="greenlight-io")
     )
     kube = Kube()
+    memo["kube"] = kube
     operator = await kube.whoami()
     key = load_or_create_key(config.audit_key_file) if config.audit_key_file else None
     try:
@@ -126,6 +136,21 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics.OLDEST_PENDING_AGE.set_function(ledger.oldest_age)
     metrics.OLDEST_UNFINISHED_EXECUTION_AGE.set_function(ledger.oldest_unfinished_age)
     memo["expiry_task"] = asyncio.create_task(converger.clock.run())
+    gate = (
+        ActiveGate(
+            memo["identity"],
+            config.priority,
+            config.peering,
+            peering_paths(config.namespaces),
+        )
+        if config.peering
+        else ActiveGate.standalone()
+    )
+    memo["peer_tasks"] = gate.start(kube.api_client)
+    watch = RequestWatch(
+        kube, converger, config.namespaces, gate, page=LIST_PAGE, concurrency=IN_HAND
+    )
+    memo["watch_task"] = asyncio.create_task(watch.run())
     memo["trim_task"] = asyncio.create_task(heap.trim_forever())
     if config.webhook_manage:
         memo["webhook_task"] = asyncio.create_task(
@@ -133,7 +158,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
                 kube.api_client, config.webhook_host, config.webhook_port, webhook_ca, operator.user
             )
         )
-    memo["catch_up_task"] = asyncio.create_task(_catch_up(kube, converger, config))
     if config.health_checks_file is not None:
         memo["health_task"] = asyncio.create_task(health.monitor(health.load_checks(config)))
     _log.info(
@@ -145,47 +169,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
 
 
-async def _catch_up(kube: Kube, converger: Converger, config: Settings) -> None:
-    """Arm every expiry and reconcile new requests at once (adapters/catchup.py), once this
-    replica is the one processing requests: kopf delivers watch events only to the active
-    replica (peering), so the first event is the signal. A standby catches nothing up: it would
-    arm expiries it must not fire and report pending requests it never sees decided (its gauges
-    would grow stale and page someone). With no request at all there is nothing to catch up."""
-    await converger.active.wait()
-    try:
-        fresh = await catch_up(kube, converger, config.namespaces, page=LIST_PAGE)
-    except Exception:
-        _log.exception("catching up at start failed; kopf's initial listing will do it")
-        return
-    _log.info("caught up at start", armed=converger.clock.armed, new_requests=fresh)
-
-
-class _NoDiffBase(kopf.DiffBaseStorage):
-    """kopf keeps no diff-base: the handlers are level-triggered (`on.event`) and need no diff,
-    and kopf's default reads a last-handled-configuration annotation that any patcher can
-    corrupt (kopf then fails on every event for the object) and that would copy the plan."""
-
-    def build(
-        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
-    ) -> kopf.BodyEssence:
-        return kopf.BodyEssence()  # nothing to compare: kopf's default deep-copies every body
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        return None
-
-
 def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> bytes:
     """kopf's settings; returns the CA bundle that the webhook configuration must trust."""
-    settings.persistence.diffbase_storage = _NoDiffBase()
-    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.posting.level = logging.WARNING
-    # kopf lists what exists before it watches: in pages, not in one response of every body.
-    settings.watching.chunk_size = LIST_PAGE
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     settings.batching.worker_limit = 256
     # A standby replica takes over at most PEERING_LIFETIME seconds after the active one died
@@ -268,11 +254,11 @@ async def _notifiers(
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("expiry_task", "trim_task", "health_task", "webhook_task", "catch_up_task"):
+    for name in ("watch_task", "expiry_task", "trim_task", "health_task", "webhook_task"):
         task: asyncio.Task[None] | None = memo.get(name)
         if task is not None:
             task.cancel()
-    for task in memo.get("policy_tasks") or ():
+    for task in [*(memo.get("policy_tasks") or ()), *(memo.get("peer_tasks") or ())]:
         task.cancel()
     for stop in memo.get("stop_notifiers") or ():
         await stop()
@@ -282,4 +268,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     server = memo.get("metrics_server")
     if server is not None:
         server()
+    kube: Kube | None = memo.get("kube")
+    if kube is not None:
+        await kube.close()
     traces.shutdown()

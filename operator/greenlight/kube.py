@@ -1,26 +1,50 @@
 """The Kubernetes API, as the operator, the SDK, the CLI and the bench reach it.
 
 One place decides where the credentials come from (`load_client_config`) and how a client
-speaks TLS to the API server (`ssl_context`, for clients other than the official one).
-The official client is synchronous; the operator calls it through `asyncio.to_thread`, so one
-slow call never blocks the event loop that also serves the admission webhook.
+speaks TLS to the API server (`ssl_context`, `auth_headers`).
+
+`Kube` is the operator's own access to ApprovalRequests, reviews and Events. It speaks HTTP
+with aiohttp on the operator's event loop: the official client is synchronous (a thread per
+call) and validates every call's arguments with pydantic, which made the client the largest
+cost of a request after the webhook itself (docs/benchmarks.md). The official client still
+loads the credentials, and serves the SDK and the CLI.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import json
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 import kubernetes
-from kubernetes.client.exceptions import ApiException
+import structlog
 from opentelemetry import trace
 
-from greenlight.core.model import GROUP, PLURAL, VERSION, Identity
+from greenlight.core.model import GROUP, KIND, PLURAL, VERSION, Identity
+from greenlight.telemetry import traces
 
 _tracer = trace.get_tracer("greenlight.operator")
+_log = structlog.get_logger("greenlight.kube")
+# Connections kept open to the API server (as many as the operator's calls in flight).
+POOL = 32
+# A call that takes longer fails (and is retried or fails closed by its caller).
+REQUEST_TIMEOUT = 30.0
+# A watch runs this long before it is opened again from the last version seen.
+WATCH_SECONDS = 300
+# The longest line a watch may send (one object; etcd stores at most about 1.5 MiB).
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+# How long a bearer token read from the credentials is reused (a pod's token file is reread).
+AUTH_REFRESH = 10.0
+# Events are best effort: at most this many posts in flight, the rest are dropped (and logged).
+EVENTS_IN_FLIGHT = 64
+# The longest Event message the API server accepts.
+EVENT_MESSAGE_MAX = 1024
 
 
 class Conflict(Exception):
@@ -29,6 +53,15 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """The object does not exist (any more)."""
+
+
+class ApiError(Exception):
+    """Any other refusal of the API server: its HTTP status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
 
 
 def load_client_config(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
@@ -48,7 +81,7 @@ def load_client_config(kubeconfig: str | None = None) -> kubernetes.client.ApiCl
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=configuration
         )
-    configuration.connection_pool_maxsize = 32
+    configuration.connection_pool_maxsize = POOL
     return kubernetes.client.ApiClient(configuration)
 
 
@@ -71,78 +104,149 @@ def auth_headers(api_client: kubernetes.client.ApiClient) -> dict[str, str]:
     return {"Authorization": str(token)} if token else {}
 
 
+def _requests_path(namespace: str | None, name: str = "", subresource: str = "") -> str:
+    base = f"/apis/{GROUP}/{VERSION}"
+    scope = f"/namespaces/{quote(namespace, safe='')}" if namespace is not None else ""
+    path = f"{base}{scope}/{PLURAL}"
+    if name:
+        path += f"/{quote(name, safe='')}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
 class Kube:
     """Typed, async access to ApprovalRequests, reviews and events."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
         self.api_client = api_client or load_client_config()
-        self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
-        self.authz = kubernetes.client.AuthorizationV1Api(self.api_client)
-        self.authn = kubernetes.client.AuthenticationV1Api(self.api_client)
+        self._host = str(self.api_client.configuration.host).rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._auth: tuple[float, dict[str, str]] = (-AUTH_REFRESH, {})
+        self._posting: set[asyncio.Task[None]] = set()
 
-    async def _call(self, span: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one blocking client call in a thread, as a `k8s <verb> <resource>` span."""
-        try:
-            with _tracer.start_as_current_span(span, kind=trace.SpanKind.CLIENT):
-                return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
-        except ApiException as exc:
-            if exc.status == 409:
-                raise Conflict(str(exc.reason)) from exc
-            if exc.status == 404:
-                raise NotFound(str(exc.reason)) from exc
-            raise
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=ssl_context(self.api_client), limit=POOL),
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+                read_bufsize=MAX_EVENT_BYTES,
+            )
+        return self._session
+
+    def _auth_headers(self) -> dict[str, str]:
+        """`auth_headers`, read again every AUTH_REFRESH seconds: reading them runs the
+        credentials' refresh hook, which costs more than the rest of a call."""
+        at, headers = self._auth
+        if time.monotonic() - at >= AUTH_REFRESH:
+            headers = auth_headers(self.api_client)
+            self._auth = (time.monotonic(), headers)
+        return headers
+
+    async def close(self) -> None:
+        for task in list(self._posting):
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _request(
+        self,
+        span: str,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One call as a `k8s <verb> <resource>` span; the decoded answer, or Conflict,
+        NotFound or ApiError."""
+        headers = self._auth_headers() | {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
+            headers["Content-Type"] = content_type
+        with traces.child_span(_tracer, span, trace.SpanKind.CLIENT):
+            async with self._http().request(
+                method, self._host + path, data=data, params=params, headers=headers
+            ) as response:
+                payload = await response.read()
+                status = response.status
+        if status >= 400:
+            raise _refusal(status, payload)
+        answer = json.loads(payload)
+        if not isinstance(answer, dict):
+            raise ApiError(status, "the API server's answer is not a JSON object")
+        return answer
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = await self._call(
-            "k8s get approvalrequests",
-            self.custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
+        return await self._request(
+            "k8s get approvalrequests", "GET", _requests_path(namespace, name)
         )
-        return obj
 
-    async def pages(
+    async def listing(
         self, namespace: str | None = None, limit: int = 500
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
         """Every ApprovalRequest (in `namespace`, or in all), `limit` at a time (bounded memory
-        for a big cluster)."""
-        token: str | None = None
+        for a big cluster), each page with the list's resourceVersion ("" but on the last)."""
+        token = ""
         while True:
-            if namespace is None:
-                call: Callable[..., Any] = functools.partial(
-                    self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
-                )
-            else:
-                call = functools.partial(
-                    self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
-                )
-            result = await self._call(
-                "k8s list approvalrequests", call, limit=limit, _continue=token
+            params = {"limit": str(limit)} | ({"continue": token} if token else {})
+            result = await self._request(
+                "k8s list approvalrequests", "GET", _requests_path(namespace), params=params
             )
-            yield list(result.get("items", []))
-            token = (result.get("metadata") or {}).get("continue") or None
-            if token is None:
+            meta = result.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            yield list(result.get("items") or []), "" if token else str(meta["resourceVersion"])
+            if not token:
                 return
+
+    async def watch(
+        self, namespace: str | None, resource_version: str, seconds: int = WATCH_SECONDS
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The watch events (type, object) after `resource_version`, for at most `seconds`.
+
+        The stream is read one event at a time: while the caller is busy nothing more is read
+        (the API server's writes wait in the connection), so memory does not grow with a burst.
+        An ERROR event (usually 410 Gone: the version is too old to watch from) is yielded as
+        it comes; the caller lists again."""
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(seconds),
+        }
+        # Its own connection, outside the pool that the calls share.
+        async with (
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=ssl_context(self.api_client)),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=seconds + 30),
+                read_bufsize=MAX_EVENT_BYTES,
+            ) as session,
+            session.get(
+                self._host + _requests_path(namespace), params=params, headers=self._auth_headers()
+            ) as response,
+        ):
+            if response.status >= 400:
+                raise _refusal(response.status, await response.read())
+            async for line in response.content:
+                if line.strip():
+                    event = json.loads(line)
+                    yield str(event.get("type")), event.get("object") or {}
 
     async def patch_status(
         self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
     ) -> dict[str, Any]:
-        """Replace the status, only if the object is still at `resource_version` (else Conflict)."""
+        """Merge `status` into the object's, only if the object is still at `resource_version`
+        (else Conflict)."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
-        obj: dict[str, Any] = await self._call(
+        return await self._request(
             "k8s patch approvalrequests/status",
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
+            "PATCH",
+            _requests_path(namespace, name, "status"),
             body,
+            content_type="application/merge-patch+json",
         )
-        return obj
 
     async def patch_annotations(
         self,
@@ -154,45 +258,117 @@ class Kube:
         metadata: dict[str, Any] = {"annotations": dict(annotations)}
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version
-        obj: dict[str, Any] = await self._call(
+        return await self._request(
             "k8s patch approvalrequests",
-            self.custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
+            "PATCH",
+            _requests_path(namespace, name),
             {"metadata": metadata},
+            content_type="application/merge-patch+json",
         )
-        return obj
 
     async def allowed(self, identity: Identity, verb: str, namespace: str, name: str) -> bool:
         """A SubjectAccessReview: may `identity` use `verb` on this ApprovalRequest?"""
-        review = kubernetes.client.V1SubjectAccessReview(
-            spec=kubernetes.client.V1SubjectAccessReviewSpec(
-                user=identity.user,
-                groups=list(identity.groups) or None,
-                uid=identity.uid or None,
-                extra={k: list(v) for k, v in identity.extra.items()} or None,
-                resource_attributes=kubernetes.client.V1ResourceAttributes(
-                    group=GROUP, resource=PLURAL, verb=verb, namespace=namespace, name=name
-                ),
-            )
+        spec: dict[str, Any] = {
+            "user": identity.user,
+            "resourceAttributes": {
+                "group": GROUP,
+                "resource": PLURAL,
+                "verb": verb,
+                "namespace": namespace,
+                "name": name,
+            },
+        }
+        if identity.groups:
+            spec["groups"] = list(identity.groups)
+        if identity.uid:
+            spec["uid"] = identity.uid
+        if identity.extra:
+            spec["extra"] = {k: list(v) for k, v in identity.extra.items()}
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": spec,
+        }
+        result = await self._request(
+            "k8s create subjectaccessreviews",
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            review,
         )
-        result = await self._call(
-            "k8s create subjectaccessreviews", self.authz.create_subject_access_review, review
-        )
-        status = result.status
-        return status is not None and bool(status.allowed) and not bool(status.denied)
+        status = result.get("status") or {}
+        return status.get("allowed") is True and status.get("denied") is not True
 
     async def whoami(self) -> Identity:
         """The identity the API server sees for our own credentials (a SelfSubjectReview)."""
-        review = await self._call(
+        review = await self._request(
             "k8s create selfsubjectreviews",
-            self.authn.create_self_subject_review,
-            kubernetes.client.V1SelfSubjectReview(),
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
         )
-        info = review.status.user_info if review.status is not None else None
-        if info is None or not info.username:
+        info = (review.get("status") or {}).get("userInfo") or {}
+        if not info.get("username"):
             raise RuntimeError("the API server did not say who these credentials belong to")
-        return Identity(user=str(info.username), groups=tuple(info.groups or ()))
+        return Identity(user=str(info["username"]), groups=tuple(info.get("groups") or ()))
+
+    def post_event(
+        self, namespace: str, name: str, uid: str, reason: str, message: str, kind: str = "Normal"
+    ) -> None:
+        """A Kubernetes Event on an ApprovalRequest, posted in the background (best effort: a
+        failure is logged, never raised; beyond EVENTS_IN_FLIGHT posts, one is dropped)."""
+        if len(self._posting) >= EVENTS_IN_FLIGHT:
+            _log.warning("too many events in flight; one is dropped", reason=reason, name=name)
+            return
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"namespace": namespace, "generateName": f"{name[:200]}."},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "namespace": namespace,
+                "name": name,
+                "uid": uid,
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:EVENT_MESSAGE_MAX],
+            "action": reason,
+            "source": {"component": "greenlight"},
+            "reportingComponent": "greenlight",
+            "reportingInstance": "greenlight",
+            "firstTimestamp": at,
+            "lastTimestamp": at,
+            "count": 1,
+        }
+        task = asyncio.get_running_loop().create_task(self._post_event(namespace, event))
+        self._posting.add(task)
+        task.add_done_callback(self._posting.discard)
+
+    async def _post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        try:
+            await self._request(
+                "k8s create events",
+                "POST",
+                f"/api/v1/namespaces/{quote(namespace, safe='')}/events",
+                event,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # best effort: the audit log is the record, not Events
+            _log.warning("an event could not be posted", reason=event["reason"], error=str(exc))
+
+
+def _refusal(status: int, payload: bytes) -> Exception:
+    """The exception for an HTTP error answer, with the API server's own message."""
+    try:
+        message = str(json.loads(payload).get("message") or "")
+    except (ValueError, AttributeError):
+        message = ""
+    message = message or payload[:200].decode("utf-8", "replace")
+    if status == 409:
+        return Conflict(message)
+    if status == 404:
+        return NotFound(message)
+    return ApiError(status, message)

@@ -9,6 +9,8 @@ nothing does not bump the resourceVersion, and every object returned is a copy.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -31,6 +33,18 @@ Key = tuple[str, str]
 class WatchEvent:
     type: str  # ADDED, MODIFIED, DELETED
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PostedEvent:
+    """A Kubernetes Event the operator posted on an ApprovalRequest."""
+
+    namespace: str
+    name: str
+    uid: str
+    reason: str
+    message: str
+    type: str
 
 
 def merged(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,11 +72,15 @@ class FakeKube(Kube):
         self.rbac: dict[tuple[str, str, str], bool] = {}
         self.events: list[WatchEvent] = []
         self.calls: list[str] = []
+        self.posted: list[PostedEvent] = []
         self.operator = operator
         self.page_size = page_size
         self._versions = itertools.count(1)
         self._uids = itertools.count(1)
         self._intercepts: dict[str, list[Callable[[], object]]] = {}
+        self._last_version = 0
+        self._expired = False
+        self._changed = asyncio.Event()
 
     # What tests do to the store (as another client of the API server would).
 
@@ -111,18 +129,50 @@ class FakeKube(Kube):
         self._note("get")
         return self.stored(namespace, name)
 
-    async def pages(
+    async def listing(
         self, namespace: str | None = None, limit: int = 500
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        self._note("pages")
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        self._note("listing")
         items = [
             copy.deepcopy(body)
             for (ns, _), body in sorted(self.objects.items())
             if namespace is None or ns == namespace
         ]
+        version = str(self._last_version)
         size = min(limit, self.page_size)
-        for start in range(0, max(len(items), 1), size):
-            yield items[start : start + size]
+        starts = range(0, max(len(items), 1), size)
+        for start in starts:
+            yield items[start : start + size], version if start == starts[-1] else ""
+
+    async def watch(
+        self, namespace: str | None, resource_version: str, seconds: int = 300
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The events after `resource_version`, as they happen; ends after `seconds`, or at
+        once with an ERROR (410) when `expire_watches` was called."""
+        self._note("watch")
+        deadline = asyncio.get_running_loop().time() + seconds
+        after = int(resource_version)
+        while True:
+            if self._expired:
+                self._expired = False
+                yield "ERROR", {"kind": "Status", "code": 410}
+                return
+            for event in list(self.events):
+                meta = event.body["metadata"]
+                if int(meta["resourceVersion"]) > after and namespace in {None, meta["namespace"]}:
+                    after = int(meta["resourceVersion"])
+                    yield event.type, copy.deepcopy(event.body)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 0.05))
+
+    def expire_watches(self) -> None:
+        """The next watch read ends with 410 Gone (its version compacted away)."""
+        self._expired = True
+        self._changed.set()
 
     async def patch_status(
         self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
@@ -149,6 +199,12 @@ class FakeKube(Kube):
     async def whoami(self) -> Identity:
         self._note("whoami")
         return self.operator
+
+    def post_event(
+        self, namespace: str, name: str, uid: str, reason: str, message: str, kind: str = "Normal"
+    ) -> None:
+        self._note("post_event")
+        self.posted.append(PostedEvent(namespace, name, uid, reason, message, kind))
 
     # Internals.
 
@@ -181,7 +237,9 @@ class FakeKube(Kube):
         return self._emit("MODIFIED", updated)
 
     def _emit(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._last_version = int(body["metadata"]["resourceVersion"])
         self.events.append(WatchEvent(kind, copy.deepcopy(body)))
+        self._changed.set()
         return copy.deepcopy(body)
 
 

@@ -10,19 +10,12 @@ import errno
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
-from kopf._core.engines.posting import (
-    K8sEvent,
-    event_queue_loop_var,
-    event_queue_var,
-    settings_var,
-)
 from tests.support.fakekube import FakeKube, create_request
 from tests.support.marks import KEY, signed
 
@@ -79,9 +72,7 @@ class Rig:
     audit: AuditLog
     notifier: RecordingNotifier
     converger: Converger
-    posted: asyncio.Queue[K8sEvent]
     delivered: int = 0
-    kopf_events: list[str] = field(default_factory=list)
 
     async def deliver(self) -> int:
         """Hand every watch event not yet seen to the converger, as kopf's watch would, until
@@ -110,23 +101,16 @@ class Rig:
         return Request.parse(self.kube.stored(NS, name), KEY)
 
     def reasons_posted(self) -> list[str]:
-        while not self.posted.empty():
-            self.kopf_events.append(self.posted.get_nowait().reason)
-        return self.kopf_events
+        return [event.reason for event in self.kube.posted]
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    # kopf's event posting as inside the operator: `kopf.event` lands on `posted`.
-    posted: asyncio.Queue[K8sEvent] = asyncio.Queue()
-    settings_var.set(kopf.OperatorSettings())
-    event_queue_var.set(posted)
-    event_queue_loop_var.set(asyncio.get_running_loop())
     kube = FakeKube()
     audit = AuditLog(tmp_path / "audit.log", key=b"k" * 32)
     notifier = RecordingNotifier()
     converger = Converger(kube, audit, Announcer(kube, audit, [notifier], KEY), KEY)
-    yield Rig(kube, audit, notifier, converger, posted)
+    yield Rig(kube, audit, notifier, converger)
     audit.close()
 
 

@@ -31,7 +31,7 @@ from greenlight.core.request import (
 )
 from greenlight.core.timefmt import format_time, now
 from greenlight.kube import Kube, NotFound
-from greenlight.telemetry import metrics, spans
+from greenlight.telemetry import metrics, spans, traces
 
 _log = structlog.get_logger("greenlight.announce")
 _tracer = trace.get_tracer("greenlight.operator")
@@ -206,7 +206,7 @@ class Announcer:
     ) -> tuple[NotificationRef | None, str]:
         started = time.monotonic()
         try:
-            with _tracer.start_as_current_span(spans.NOTIFY, attributes={spans.ATTR_CHANNEL: via}):
+            with traces.child_span(_tracer, spans.NOTIFY, attributes={spans.ATTR_CHANNEL: via}):
                 ref = await self._notifier(via).notify(request.view(), to)
         except NotifierError as exc:
             metrics.observe_notification(via, "failure", time.monotonic() - started)
@@ -223,8 +223,8 @@ class Announcer:
             if not any(n.name == via for n in self.notifiers):
                 continue  # a notifier no longer configured: nothing can update its message
             try:
-                with _tracer.start_as_current_span(
-                    spans.NOTIFY_RESOLVE, attributes={spans.ATTR_CHANNEL: via}
+                with traces.child_span(
+                    _tracer, spans.NOTIFY_RESOLVE, attributes={spans.ATTR_CHANNEL: via}
                 ):
                     await self._notifier(via).resolve(
                         request.view(status), NotificationRef(entry.channel, entry.ref)

@@ -1,7 +1,7 @@
 """Bring one ApprovalRequest's status up to date: read, decide, write, then act.
 
-This is the one place that writes a request's phase. Whatever woke it (a watch event, the expiry
-clock, the start-up catch-up), it parses the object, lets the core decide
+This is the one place that writes a request's phase. Whatever woke it (a watch event, a list,
+the expiry clock), it parses the object, lets the core decide
 (`lifecycle.reconcile`), makes the audit records durable, writes the status with the object's
 resourceVersion as a precondition (two writers can never both transition it), and only then
 counts and tells people (adapters/announce.py). A conflict re-reads and decides again; an audit
@@ -10,12 +10,10 @@ failure leaves the phase as it was and is retried; nothing here decides anything
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 
-import kopf
 import structlog
 from opentelemetry import trace
 
@@ -31,7 +29,7 @@ from greenlight.adapters.expiry import ExpiryClock
 from greenlight.adapters.ledger import Ledger
 from greenlight.core import followups, lifecycle, receipts
 from greenlight.core.dsse import Signer
-from greenlight.core.model import GROUP, KIND, VERSION, Phase
+from greenlight.core.model import Phase
 from greenlight.core.request import Request, Status
 from greenlight.core.timefmt import now
 from greenlight.kube import Kube, NotFound
@@ -67,12 +65,30 @@ class Converger:
     def __post_init__(self) -> None:
         self.clock = ExpiryClock(self._due)
         self._locks = KeyedLocks()
-        # Set by the first watch event: kopf delivers them only while this replica is active.
-        self.active = asyncio.Event()
+
+    async def listed(self, body: Mapping[str, Any]) -> None:
+        """An object as a list showed it (at start, or after a gap in the watch): remembered,
+        with its expiry armed, when nothing is left to do; reconciled now when something is
+        (created or decided while no replica watched, or past its expiry)."""
+        try:
+            request = Request.parse(body, self.marks_key)
+        except (KeyError, ValueError) as exc:
+            _log.warning("unreadable request skipped", error=str(exc))
+            return
+        if self.ledger.stale(request.uid, request.resource_version):
+            return
+        if self.settled(request):
+            self.track(request)
+        else:
+            await self.reconcile(request.namespace, request.name, body)
+
+    def stand_by(self) -> None:
+        """Another replica is in charge: forget every armed expiry and every request."""
+        self.clock.clear()
+        self.ledger.clear()
 
     async def on_event(self, kind: str | None, body: Mapping[str, Any]) -> None:
-        """A watch event (kopf's `on.event`): deleted, or possibly something to do."""
-        self.active.set()
+        """A watch event: deleted, or possibly something to do."""
         meta = body.get("metadata") or {}
         uid, version = str(meta.get("uid", "")), str(meta.get("resourceVersion", ""))
         if kind == "DELETED":
@@ -302,14 +318,18 @@ class Converger:
             metrics.AUDIT_WRITE_FAILURES.inc()
             _log.error("audit write failed for a deletion", error=str(exc), name=name)
 
+    def _event(self, request: Request, reason: str, message: str, kind: str = "Normal") -> None:
+        """A Kubernetes Event on the object, for `kubectl describe` (posted in the background)."""
+        self.kube.post_event(request.namespace, request.name, request.uid, reason, message, kind)
+
     def _count(self, request: Request, transition: lifecycle.Transition, span: trace.Span) -> None:
         if transition.entered is Phase.PENDING:
             metrics.REQUESTS_CREATED.inc()
             if lifecycle.verified(request.status):
                 what = f"{request.spec.action} on {request.spec.target} awaits approval"
-                _event(request, "Requested", what)
+                self._event(request, "Requested", what)
             else:
-                _event(request, "Unverified", _UNVERIFIED, kind="Warning")
+                self._event(request, "Unverified", _UNVERIFIED, kind="Warning")
         decision = request.status.decision
         if transition.entered is None or not transition.entered.terminal or decision is None:
             return
@@ -326,7 +346,7 @@ class Converger:
         message = f"{decision.outcome.value} by {decision.by} via {decision.via.value}"
         if decision.reason:
             message += f": {decision.reason}"
-        _event(request, decision.outcome.value, message)
+        self._event(request, decision.outcome.value, message)
         _log.info(
             "request resolved",
             namespace=request.namespace,
@@ -378,16 +398,3 @@ _UNVERIFIED = (
     "no requested-by stamp issued by Greenlight: no decision will be taken on this request; "
     "re-create it with `greenlight resubmit NAME`"
 )
-
-
-def _event(request: Request, reason: str, message: str, kind: str = "Normal") -> None:
-    """A Kubernetes Event on the object (kopf posts it in the background).
-
-    `kopf.event`, not `kopf.info`: the operator raises kopf's posting level to keep kopf's own
-    log chatter out of Events, and `kopf.info` obeys that level, so these would be dropped."""
-    ref = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
-        "metadata": {"namespace": request.namespace, "name": request.name, "uid": request.uid},
-    }
-    kopf.event(kopf.Body(cast(kopf.RawBody, ref)), type=kind, reason=reason, message=message)

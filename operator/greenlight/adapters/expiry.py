@@ -57,6 +57,11 @@ class ExpiryClock:
         """Nothing is due for this key any more (its stale heap entry is skipped when popped)."""
         self._armed.pop((namespace, name), None)
 
+    def clear(self) -> None:
+        """Nothing is due any more (this replica stands by)."""
+        self._armed.clear()
+        self._heap.clear()
+
     def due(self, namespace: str, name: str) -> float | None:
         return self._armed.get((namespace, name))
 

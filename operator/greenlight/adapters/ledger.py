@@ -9,9 +9,9 @@ Keyed by uid, small and bounded by the number of live requests (no bodies, no pl
   gauges (`greenlight_executions_unfinished`, `..._oldest_unfinished_execution_age_seconds`);
 - who asked to delete it, as the admission webhook saw the DELETE (for the `deleted` record);
 - the resourceVersion the operator last reconciled or wrote, so that a watch event that is not
-  newer (the echo of its own status write, a late event, kopf's initial listing after the
-  start-up catch-up) costs nothing. resourceVersions are compared as integers, as etcd issues
-  them; a version that is not one is never taken as stale.
+  newer (the echo of its own status write, a late or repeated event, a list after a watch gap)
+  costs nothing. resourceVersions are compared as integers, as etcd issues them; a version
+  that is not one is never taken as stale.
 """
 
 from __future__ import annotations
@@ -76,6 +76,11 @@ class Ledger:
         self._running.pop(uid, None)
         metrics.REQUESTS_PENDING.set(len(self._pending))
         metrics.EXECUTIONS_UNFINISHED.set(len(self._running))
+
+    def clear(self) -> None:
+        """Forget every request (this replica stands by: another one tracks them)."""
+        for uid in list(self.where):
+            self.forget(uid)
 
     def lives_at(self, namespace: str, name: str) -> bool:
         """Whether a live request is known under this name (a scan: for deletes only)."""

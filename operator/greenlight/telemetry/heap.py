@@ -4,7 +4,7 @@ The operator reads big objects (plans up to 256 KiB, pages of them at start-up) 
 threads, and glibc's allocator keeps memory freed in a thread's arena for reuse instead of giving
 it back: after a burst or a cold start the process held far more than its live data.
 `malloc_trim(0)` (glibc's own interface; nothing happens on other C libraries) returns those
-free pages to the system; the operator calls it after the start-up catch-up and every
+free pages to the system; the operator calls it after each list of the requests and every
 `TRIM_EVERY` seconds.
 
 Capping the number of arenas (`M_ARENA_MAX`) saved some 40 MiB more with 400 plans of 256 KiB,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 
 from opentelemetry import context as otel_context
@@ -103,6 +103,27 @@ def shutdown(timeout_seconds: float = 5.0) -> None:
         worker.join(1.0)
     _State.provider = None
     _State.exporter = None
+
+
+def exporting() -> bool:
+    """Whether spans are recorded and exported (an exporter is configured)."""
+    return _State.exporter is not None
+
+
+def child_span(
+    tracer: trace.Tracer,
+    name: str,
+    kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> AbstractContextManager[object]:
+    """A span around one step of a traced operation, only when spans are exported.
+
+    Without an exporter no span is recorded anyway (sampler `ALWAYS_OFF`); the step then runs
+    in its caller's span, whose trace id the logs and exemplars still carry, and the
+    per-call cost of opening a non-recording span is saved."""
+    if _State.exporter is None:
+        return nullcontext()
+    return tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 
 
 def current_traceparent() -> str | None:

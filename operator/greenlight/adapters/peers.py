@@ -1,0 +1,129 @@
+"""Which replica processes requests.
+
+Replicas keep alive in kopf's peering object (kopf writes each one's priority, lifetime and when
+it was last seen); the requests are watched by Greenlight itself (adapters/watch.py), so it
+reads the same object and applies kopf's rule: a replica is active while no other live peer has
+a priority as high as its own (two at the same priority both stand by, as kopf's do). A peer is
+live until its last keep-alive plus its lifetime; the rule is looked at again every second, so a
+standby takes over within the lifetime of a replica that died.
+
+Until the peering object is listed, a replica is not active (failing closed: a missing CRD or
+missing rights keep it standing by, never both replicas acting). Run standalone (no peering
+name), a replica is active from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kubernetes
+import structlog
+
+from greenlight.adapters.informer import Informer
+
+_log = structlog.get_logger("greenlight.peers")
+RECHECK_SECONDS = 1.0
+
+
+def peering_paths(namespaces: Sequence[str]) -> list[str]:
+    """Where kopf keeps the peering objects: one cluster-wide, or one per watched namespace."""
+    if not namespaces:
+        return ["/apis/kopf.dev/v1/clusterkopfpeerings"]
+    return [f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings" for ns in namespaces]
+
+
+def outranked_by(
+    peering: Mapping[str, Any] | None, identity: str, priority: int, at: datetime
+) -> list[str]:
+    """The live peers in one peering object whose priority is at least `priority`."""
+    peers = (peering or {}).get("status") or {}
+    found = []
+    for peer, info in peers.items() if isinstance(peers, Mapping) else ():
+        if peer == identity or not isinstance(info, Mapping):
+            continue
+        try:
+            lifetime = timedelta(seconds=int(info.get("lifetime", 60)))
+            seen = datetime.fromisoformat(str(info["lastseen"])) if info.get("lastseen") else at
+            if seen.tzinfo is None:
+                seen = seen.replace(tzinfo=UTC)
+            rank = int(info.get("priority", 0))
+        except (TypeError, ValueError):
+            continue  # not kopf's shape: ignored, as kopf would fail to read it too
+        if seen + lifetime > at and rank >= priority:
+            found.append(peer)
+    return found
+
+
+class ActiveGate:
+    """`active` is set while this replica should process requests, `standby` while not."""
+
+    def __init__(self, identity: str, priority: int, name: str, paths: Sequence[str]) -> None:
+        self.identity = identity
+        self.priority = priority
+        self._name = name
+        self._paths = list(paths)
+        self._objects: dict[str, Mapping[str, Any] | None] = {}
+        self.active = asyncio.Event()
+        self.standby = asyncio.Event()
+        self.standby.set()
+
+    @classmethod
+    def standalone(cls) -> ActiveGate:
+        gate = cls("", 0, "", [])
+        gate._set(True)
+        return gate
+
+    def start(self, api_client: kubernetes.client.ApiClient) -> list[asyncio.Task[None]]:
+        if not self._paths:
+            return []
+        informers = [
+            Informer(api_client, path, self._replacer(path), self._applier(path))
+            for path in self._paths
+        ]
+        tasks = [asyncio.create_task(informer.run()) for informer in informers]
+        tasks.append(asyncio.create_task(self._recheck(informers)))
+        return tasks
+
+    def _replacer(self, path: str) -> Any:
+        def replace(items: list[Mapping[str, Any]]) -> None:
+            self._objects[path] = next(
+                (o for o in items if (o.get("metadata") or {}).get("name") == self._name), None
+            )
+
+        return replace
+
+    def _applier(self, path: str) -> Any:
+        def apply(kind: str, obj: Mapping[str, Any]) -> None:
+            if (obj.get("metadata") or {}).get("name") != self._name:
+                return
+            self._objects[path] = None if kind == "DELETED" else obj
+
+        return apply
+
+    async def _recheck(self, informers: list[Informer]) -> None:
+        while True:
+            synced = all(i.synced.is_set() for i in informers)
+            at = datetime.now(UTC)
+            rivals = [
+                peer
+                for path in self._paths
+                for peer in outranked_by(self._objects.get(path), self.identity, self.priority, at)
+            ]
+            if synced and rivals and self.active.is_set():
+                _log.info("standing by for a peer of equal or higher priority", peers=rivals)
+            self._set(synced and not rivals)
+            await asyncio.sleep(RECHECK_SECONDS)
+
+    def _set(self, active: bool) -> None:
+        if active == self.active.is_set():
+            return
+        if active:
+            _log.info("this replica is active: processing requests", identity=self.identity)
+            self.standby.clear()
+            self.active.set()
+        else:
+            self.active.clear()
+            self.standby.set()

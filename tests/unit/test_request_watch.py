@@ -1,0 +1,177 @@
+"""The request watch in-process (adapters/watch.py, peers.py): list then watch against a fake
+API server (tests/support/fakekube.py), the real converger and audit log, and the rule that
+decides which replica is active."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.fakekube import FakeKube, create_request
+from tests.support.marks import KEY
+from tests.unit.test_converge import NS, RecordingNotifier
+
+from greenlight.adapters.announce import Announcer
+from greenlight.adapters.auditlog import AuditLog
+from greenlight.adapters.converge import Converger
+from greenlight.adapters.peers import ActiveGate, outranked_by
+from greenlight.adapters.watch import RequestWatch
+from greenlight.core.model import Phase
+from greenlight.core.request import Request
+
+
+@dataclass
+class Bed:
+    kube: FakeKube
+    audit: AuditLog
+    notifier: RecordingNotifier
+    converger: Converger
+    gate: ActiveGate
+    watch: RequestWatch
+
+    def phase(self, name: str) -> Phase | None:
+        return Request.parse(self.kube.stored(NS, name), KEY).status.phase
+
+    def records(self, event: str) -> list[dict[str, Any]]:
+        if not self.audit.path.exists():
+            return []
+        lines = self.audit.path.read_text(encoding="utf-8").splitlines()
+        return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+async def until(check: Callable[[], object], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def bed(tmp_path: Path) -> AsyncIterator[Bed]:
+    kube = FakeKube(page_size=3)
+    audit = AuditLog(tmp_path / "audit.log", key=b"k" * 32)
+    notifier = RecordingNotifier()
+    converger = Converger(kube, audit, Announcer(kube, audit, [notifier], KEY), KEY)
+    gate = ActiveGate("me", 1, "peering", ["/peerings"])
+    watch = RequestWatch(kube, converger, [], gate, page=3, concurrency=2)
+    task = asyncio.create_task(watch.run())
+    yield Bed(kube, audit, notifier, converger, gate, watch)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    audit.close()
+
+
+async def test_nothing_is_read_while_the_replica_stands_by(bed: Bed) -> None:
+    create_request(bed.kube, NS, "a")
+    await asyncio.sleep(0.1)
+    assert "listing" not in bed.kube.calls
+    assert bed.phase("a") is None
+
+
+async def test_the_list_catches_up_then_the_watch_sees_new_requests(bed: Bed) -> None:
+    names = [f"r{i}" for i in range(7)]  # three pages of three
+    for name in names:
+        create_request(bed.kube, NS, name)
+    bed.gate._set(True)
+    await until(lambda: bed.watch.listed.is_set())
+    assert all(bed.phase(n) is Phase.PENDING for n in names)
+    create_request(bed.kube, NS, "later")
+    await until(lambda: bed.phase("later") is Phase.PENDING)
+    assert len(bed.notifier.announced) == len(names) + 1
+    assert bed.converger.clock.armed == len(names) + 1
+
+
+async def test_a_request_deleted_while_no_watch_ran_is_forgotten_and_recorded(bed: Bed) -> None:
+    create_request(bed.kube, NS, "kept")
+    create_request(bed.kube, NS, "gone")
+    bed.gate._set(True)
+    await until(lambda: bed.converger.ledger.pending == 2)
+    bed.kube.objects.pop((NS, "gone"))  # deleted, and its event compacted away
+    bed.kube.expire_watches()
+    await until(lambda: bed.converger.ledger.pending == 1)
+    assert bed.converger.clock.due(NS, "gone") is None
+    assert [r["request"]["name"] for r in bed.records("deleted")] == ["gone"]
+
+
+async def test_standing_by_forgets_every_request_and_alarm(bed: Bed) -> None:
+    create_request(bed.kube, NS, "a")
+    bed.gate._set(True)
+    await until(lambda: bed.converger.ledger.pending == 1)
+    bed.gate._set(False)
+    await until(lambda: bed.converger.ledger.pending == 0)
+    assert bed.converger.clock.armed == 0
+    calls = len(bed.kube.calls)
+    create_request(bed.kube, NS, "b")
+    await asyncio.sleep(0.2)
+    assert bed.phase("b") is None
+    assert len(bed.kube.calls) == calls
+
+
+async def test_a_burst_is_handled_a_few_at_a_time(bed: Bed) -> None:
+    bed.gate._set(True)
+    await until(lambda: bed.watch.listed.is_set())
+    running = most = 0
+    gate = asyncio.Event()
+    original = bed.converger.on_event
+
+    async def slow(kind: str | None, body: Any) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await gate.wait()
+        await original(kind, body)
+        running -= 1
+
+    bed.converger.on_event = slow  # type: ignore[method-assign]
+    for i in range(10):
+        create_request(bed.kube, NS, f"b{i}")
+    await asyncio.sleep(0.2)
+    assert running == 2  # the rest wait, unread
+    gate.set()
+    await until(lambda: all(bed.phase(f"b{i}") is Phase.PENDING for i in range(10)))
+    assert most <= 2
+
+
+def peering(**peers: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": "peering"}, "status": peers}
+
+
+def seen(ago: float = 0, priority: int = 0, lifetime: int = 15) -> dict[str, Any]:
+    at = datetime.now(UTC) - timedelta(seconds=ago)
+    return {"priority": priority, "lifetime": lifetime, "lastseen": at.isoformat()}
+
+
+@pytest.mark.parametrize(
+    ("peers", "rivals"),
+    [
+        ({}, []),
+        ({"me": seen(priority=1)}, []),
+        ({"me": seen(priority=1), "other": seen(priority=0)}, []),
+        ({"me": seen(priority=1), "other": seen(priority=2)}, ["other"]),
+        ({"me": seen(priority=1), "twin": seen(priority=1)}, ["twin"]),
+        ({"me": seen(priority=1), "dead": seen(ago=20, priority=5)}, []),
+        ({"me": seen(priority=1), "odd": {"priority": "high", "lastseen": "x"}}, []),
+    ],
+)
+def test_a_replica_stands_by_for_live_peers_of_equal_or_higher_priority(
+    peers: dict[str, Any], rivals: list[str]
+) -> None:
+    assert outranked_by(peering(**peers), "me", 1, datetime.now(UTC)) == rivals
+
+
+async def test_the_gate_follows_the_peering_object_and_fails_closed_until_listed() -> None:
+    gate = ActiveGate("me", 0, "peering", ["/p"])
+    assert not gate.active.is_set()
+    assert gate.standby.is_set()
+    gate._replacer("/p")([peering(me=seen(), boss=seen(priority=3, lifetime=1))])
+    assert outranked_by(gate._objects["/p"], "me", 0, datetime.now(UTC)) == ["boss"]
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    assert outranked_by(gate._objects["/p"], "me", 0, later) == []
+    assert ActiveGate.standalone().active.is_set()
