@@ -49,8 +49,8 @@ IO_THREADS = 32
 # about 6 MiB of JSON, read and parsed at a time (pages of 100 peaked 75 MiB higher on a cold
 # start with 1,000 plans of 256 KiB; docs/benchmarks.md).
 LIST_PAGE = 25
-# Requests handled at once by the watch (adapters/watch.py); more wait, unread.
-IN_HAND = 32
+# Requests a list left to do, reconciled at once (each read afresh; adapters/watch.py).
+CATCH_UP = 32
 
 
 def run(settings: Settings) -> None:
@@ -148,7 +148,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     memo["peer_tasks"] = gate.start(kube.api_client)
     watch = RequestWatch(
-        kube, converger, config.namespaces, gate, page=LIST_PAGE, concurrency=IN_HAND
+        kube, converger, config.namespaces, gate, page=LIST_PAGE, catch_up=CATCH_UP
     )
     memo["watch_task"] = asyncio.create_task(watch.run())
     memo["trim_task"] = asyncio.create_task(heap.trim_forever())

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from tests.support.fakekube import FakeKube, create_request
 from tests.support.marks import KEY
-from tests.unit.test_converge import NS, RecordingNotifier
+from tests.unit.test_converge import NS, RecordingNotifier, approval
 
 from greenlight.adapters.announce import Announcer
 from greenlight.adapters.auditlog import AuditLog
@@ -60,7 +60,7 @@ async def bed(tmp_path: Path) -> AsyncIterator[Bed]:
     notifier = RecordingNotifier()
     converger = Converger(kube, audit, Announcer(kube, audit, [notifier], KEY), KEY)
     gate = ActiveGate("me", 1, "peering", ["/peerings"])
-    watch = RequestWatch(kube, converger, [], gate, page=3, concurrency=2)
+    watch = RequestWatch(kube, converger, [], gate, page=3, catch_up=2, events=2)
     task = asyncio.create_task(watch.run())
     yield Bed(kube, audit, notifier, converger, gate, watch)
     task.cancel()
@@ -139,12 +139,41 @@ async def test_a_burst_is_handled_a_few_at_a_time(bed: Bed) -> None:
     assert most <= 2
 
 
+async def test_a_catch_up_held_up_by_its_notifier_does_not_hold_up_decisions(bed: Bed) -> None:
+    uid = create_request(bed.kube, NS, "decided")["metadata"]["uid"]
+    bed.gate._set(True)
+    await until(lambda: bed.watch.listed.is_set())
+    bed.gate._set(False)
+    await until(lambda: bed.converger.ledger.pending == 0)
+    for i in range(4):  # created while no replica watched: announced by the catch-up
+        create_request(bed.kube, NS, f"new{i}")
+    hang = asyncio.Event()
+    notify = bed.notifier.notify
+
+    async def hanging(request: Any, channel: str | None = None) -> Any:
+        await hang.wait()  # a notifier that does not answer
+        return await notify(request, channel)
+
+    bed.notifier.notify = hanging  # type: ignore[method-assign]
+    bed.gate._set(True)
+    await until(lambda: bed.converger.ledger.pending == 1)  # "decided" is listed again
+    bed.kube.touch(NS, "decided", **approval("bob", uid))
+    await until(lambda: bed.phase("decided") is Phase.APPROVED)
+    assert all(bed.phase(f"new{i}") is None for i in range(4))
+    hang.set()
+    await until(lambda: all(bed.phase(f"new{i}") is Phase.PENDING for i in range(4)))
+
+
 def peering(**peers: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": {"name": "peering"}, "status": peers}
 
 
+# The moment the peers below were last seen relative to (parameters are built at collection).
+NOW = datetime.now(UTC)
+
+
 def seen(ago: float = 0, priority: int = 0, lifetime: int = 15) -> dict[str, Any]:
-    at = datetime.now(UTC) - timedelta(seconds=ago)
+    at = NOW - timedelta(seconds=ago)
     return {"priority": priority, "lifetime": lifetime, "lastseen": at.isoformat()}
 
 
@@ -163,7 +192,7 @@ def seen(ago: float = 0, priority: int = 0, lifetime: int = 15) -> dict[str, Any
 def test_a_replica_stands_by_for_live_peers_of_equal_or_higher_priority(
     peers: dict[str, Any], rivals: list[str]
 ) -> None:
-    assert outranked_by(peering(**peers), "me", 1, datetime.now(UTC)) == rivals
+    assert outranked_by(peering(**peers), "me", 1, NOW) == rivals
 
 
 async def test_the_gate_follows_the_peering_object_and_fails_closed_until_listed() -> None:
@@ -171,7 +200,7 @@ async def test_the_gate_follows_the_peering_object_and_fails_closed_until_listed
     assert not gate.active.is_set()
     assert gate.standby.is_set()
     gate._replacer("/p")([peering(me=seen(), boss=seen(priority=3, lifetime=1))])
-    assert outranked_by(gate._objects["/p"], "me", 0, datetime.now(UTC)) == ["boss"]
-    later = datetime.now(UTC) + timedelta(seconds=2)
+    assert outranked_by(gate._objects["/p"], "me", 0, NOW) == ["boss"]
+    later = NOW + timedelta(seconds=2)
     assert outranked_by(gate._objects["/p"], "me", 0, later) == []
     assert ActiveGate.standalone().active.is_set()

@@ -66,21 +66,21 @@ class Converger:
         self.clock = ExpiryClock(self._due)
         self._locks = KeyedLocks()
 
-    async def listed(self, body: Mapping[str, Any]) -> None:
+    def listed(self, body: Mapping[str, Any]) -> bool:
         """An object as a list showed it (at start, or after a gap in the watch): remembered,
-        with its expiry armed, when nothing is left to do; reconciled now when something is
-        (created or decided while no replica watched, or past its expiry)."""
+        with its expiry armed, when nothing is left to do. True when something is (created or
+        decided while no replica watched, or past its expiry): the caller reconciles it."""
         try:
             request = Request.parse(body, self.marks_key)
         except (KeyError, ValueError) as exc:
             _log.warning("unreadable request skipped", error=str(exc))
-            return
+            return False
         if self.ledger.stale(request.uid, request.resource_version):
-            return
+            return False
         if self.settled(request):
             self.track(request)
-        else:
-            await self.reconcile(request.namespace, request.name, body)
+            return False
+        return True
 
     def stand_by(self) -> None:
         """Another replica is in charge: forget every armed expiry and every request."""

@@ -121,7 +121,7 @@ class ActiveGate:
         if active == self.active.is_set():
             return
         if active:
-            _log.info("this replica is active: processing requests", identity=self.identity)
+            _log.info("this replica is active: processing requests", peer=self.identity)
             self.standby.clear()
             self.active.set()
         else:

@@ -2,14 +2,17 @@
 
 While this replica is active (adapters/peers.py), each watched scope (the cluster, or each
 watched namespace) is listed a page at a time and then watched from the list's resourceVersion.
-Every object and event goes to the converger, at most `concurrency` at once: while that many
-are in hand, nothing more is read (the next page waits; the watch stream waits in its
-connection). Memory is bounded by a page and the objects in hand, whatever the number or size
-of the requests, also on a cold start with thousands pending.
+Memory is bounded whatever the number or size of the requests, also on a cold start with
+thousands pending:
 
-The listed objects are caught up (`Converger.listed`: remembered and their expiry armed when
-nothing is due, reconciled at once when something is); watch events are reconciled
-(`Converger.on_event`). A request that a list no longer shows (deleted while no watch ran) is
+- a listed object is parsed and remembered, its expiry armed (`Converger.listed`), and dropped;
+  only the names of those with something left to do (created or decided while no replica
+  watched, past their expiry) are kept, and they are reconciled in the background, `catch_up`
+  at a time, each read afresh, while the watch already runs;
+- watch events go to the converger (`Converger.on_event`), at most `events` at once (kopf's
+  former worker limit): while that many are in hand nothing more is read, the stream waits in
+  its connection. A notifier that hangs holds one of them, not the watch.
+ A request that a list no longer shows (deleted while no watch ran) is
 forgotten and its deletion put on record. An expired watch (410) or any error lists again after
 a bounded backoff. When the replica stands by, the watches stop and it forgets what it knew
 (`Converger.stand_by`): another replica is in charge.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import structlog
@@ -31,7 +34,6 @@ from greenlight.telemetry import heap
 
 _log = structlog.get_logger("greenlight.watch")
 BACKOFF_MAX = 30.0
-LISTED = "LISTED"
 
 
 class RequestWatch:
@@ -43,16 +45,18 @@ class RequestWatch:
         gate: ActiveGate,
         *,
         page: int = 100,
-        concurrency: int = 32,
+        catch_up: int = 32,
+        events: int = 256,
     ) -> None:
         self._kube = kube
         self._converger = converger
         self._scopes: list[str | None] = list(namespaces) or [None]
         self._gate = gate
         self._page = page
-        self._slots = asyncio.Semaphore(concurrency)
-        self._in_hand: set[asyncio.Task[None]] = set()
-        self.listed = asyncio.Event()  # set once every scope was listed and caught up
+        self._catch_up_slots = asyncio.Semaphore(catch_up)
+        self._event_slots = asyncio.Semaphore(events)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.listed = asyncio.Event()  # set once a list was read and caught up
 
     async def run(self) -> None:
         while True:
@@ -62,9 +66,9 @@ class RequestWatch:
             try:
                 await asyncio.wait([*scopes, standby], return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in [*scopes, standby]:
+                for task in [*scopes, standby, *self._tasks]:
                     task.cancel()
-                for task in [*scopes, standby, *self._in_hand]:
+                for task in [*scopes, standby, *self._tasks]:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             self.listed.clear()
@@ -92,24 +96,47 @@ class RequestWatch:
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _list(self, namespace: str | None) -> str:
-        """Hand over every object in the scope; the list's resourceVersion."""
+        """Remember every object in the scope and arm its expiry; reconcile in the background
+        what is left to do. Returns the list's resourceVersion."""
         seen: set[str] = set()
+        todo: list[tuple[str, str]] = []
         version = ""
         async for items, last in self._kube.listing(namespace, limit=self._page):
             version = last or version
             for obj in items:
-                seen.add(str((obj.get("metadata") or {}).get("uid", "")))
-                await self._hand(LISTED, obj)
+                meta = obj.get("metadata") or {}
+                seen.add(str(meta.get("uid", "")))
+                if self._converger.listed(obj):
+                    todo.append((str(meta["namespace"]), str(meta["name"])))
+                await asyncio.sleep(0)  # admission reviews are answered in between
         for uid, (ns, name) in list(self._converger.ledger.where.items()):
             if uid not in seen and (namespace is None or ns == namespace):
                 gone = {"metadata": {"uid": uid, "namespace": ns, "name": name}}
-                await self._hand("DELETED", gone)
-        await self._drained()
+                await self._event("DELETED", gone)
         heap.trim()  # the pages are gone: give their memory back now
-        if not self.listed.is_set():
-            _log.info("caught up", namespace=namespace or "all", armed=self._converger.clock.armed)
-            self.listed.set()
+        self._spawn(self._catch_up(namespace, todo))
         return version
+
+    async def _catch_up(self, namespace: str | None, todo: list[tuple[str, str]]) -> None:
+        """Reconcile what a list left to do, `catch_up` at a time, each read afresh (the list
+        keeps only their names): while the watch already runs, so decisions are not held up."""
+
+        async def one(ns: str, name: str) -> None:
+            async with self._catch_up_slots:
+                try:
+                    await self._converger.reconcile(ns, name)
+                except Exception:
+                    _log.exception("catching up a request failed", namespace=ns, name=name)
+
+        await asyncio.gather(*(one(ns, name) for ns, name in todo))
+        if not self.listed.is_set():
+            _log.info(
+                "caught up",
+                namespace=namespace or "all",
+                armed=self._converger.clock.armed,
+                reconciled=len(todo),
+            )
+            self.listed.set()
 
     async def _watch(self, namespace: str | None, version: str) -> str:
         """Hand over events until the watch ends; the version to go on from ("" lists again)."""
@@ -119,30 +146,26 @@ class RequestWatch:
                 return ""
             version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
             if kind in {"ADDED", "MODIFIED", "DELETED"}:
-                await self._hand(kind, obj)
+                await self._event(kind, obj)
         return version
 
-    async def _hand(self, kind: str, obj: dict[str, Any]) -> None:
-        """Give one object to the converger, waiting while `concurrency` are in hand."""
-        await self._slots.acquire()
-        task = asyncio.create_task(self._converge(kind, obj))
-        self._in_hand.add(task)
-        task.add_done_callback(self._in_hand.discard)
+    async def _event(self, kind: str, obj: dict[str, Any]) -> None:
+        """Give one event to the converger, waiting while `events` are in hand."""
+        await self._event_slots.acquire()
+        self._spawn(self._converge(kind, obj))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _converge(self, kind: str, obj: dict[str, Any]) -> None:
         try:
-            if kind == LISTED:
-                await self._converger.listed(obj)
-            else:
-                await self._converger.on_event(kind, obj)
+            await self._converger.on_event(kind, obj)
         except Exception:
             meta = obj.get("metadata") or {}
             _log.exception(
                 "handling a request failed", namespace=meta.get("namespace"), name=meta.get("name")
             )
         finally:
-            self._slots.release()
-
-    async def _drained(self) -> None:
-        while self._in_hand:
-            await asyncio.wait(list(self._in_hand))
+            self._event_slots.release()
