@@ -63,7 +63,7 @@ test-e2e: deps tools ## operator process, fake Slack, Prometheus/Alertmanager, c
 
 .PHONY: test
 test: lint tools ## lint and every test tier
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=15
 
 .PHONY: bench
 bench: deps tools ## benchmarks; results go to docs/benchmarks.md
