@@ -79,13 +79,24 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     traces.configure("greenlight-operator")
     webhook_ca = _configure_kopf(settings, config)
 
-    # Kubernetes calls run in threads (kube.py); the default pool (cores + 4) would let a
-    # burst of expiries or webhook reviews queue behind a handful of slow calls.
+    # Blocking work (audit fsyncs, key files, chat SDK calls) runs in threads; the default pool
+    # (cores + 4) would let a burst of audit commits queue behind a handful of slow calls.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="greenlight-io")
     )
     kube = Kube()
     memo["kube"] = kube
+    try:
+        await _start(memo, config, kube, webhook_ca, settings.admission.server)
+    except BaseException:
+        await kube.close()  # a failed start exits without unclosed-connection noise
+        raise
+
+
+async def _start(
+    memo: kopf.Memo, config: Settings, kube: Kube, webhook_ca: bytes, server: object
+) -> None:
+    """Everything the operator runs, wired with explicit arguments."""
     operator = await kube.whoami()
     key = load_or_create_key(config.audit_key_file) if config.audit_key_file else None
     try:
@@ -121,7 +132,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         # Admission refuses creates (503) until they are listed: failing closed.
         _log.warning("the approval policies are not listed yet; creates wait for them")
     memo["gate"] = AdmissionGate(kube, refusals, ledger, marks_key, operator, policies)
-    server = settings.admission.server
     if isinstance(server, WebhookServer):  # reviews answered by the handlers directly
         server.routes = webhook_routes(kopf.get_default_registry())
         server.memo = memo
