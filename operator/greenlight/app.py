@@ -183,7 +183,6 @@ def _configure_kopf(settings: kopf.OperatorSettings, config: Settings) -> bytes:
     """kopf's settings; returns the CA bundle that the webhook configuration must trust."""
     settings.posting.level = logging.WARNING
     settings.networking.request_timeout = 30
-    settings.batching.worker_limit = 256
     # A standby replica takes over at most PEERING_LIFETIME seconds after the active one died
     # (docs/benchmarks.md, "Resilience"); keep-alives are written every 5-10 s less than that.
     settings.peering.lifetime = PEERING_LIFETIME
