@@ -1,6 +1,7 @@
 """The reconciler in-process (adapters/converge.py and announce.py): a fake API server
 (tests/support/fakekube.py), a real audit log on disk, and a notifier that records what it
-was asked to send. Watch events are delivered to `Converger.on_event` as kopf would."""
+was asked to send. Watch events are delivered to `Converger.on_event` as the request watch
+(adapters/watch.py) would."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class Rig:
     delivered: int = 0
 
     async def deliver(self) -> int:
-        """Hand every watch event not yet seen to the converger, as kopf's watch would, until
+        """Hand every watch event not yet seen to the converger, as the request watch would, until
         no new ones come; returns how many were delivered."""
         start = self.delivered
         while self.delivered < len(self.kube.events):
@@ -177,7 +178,7 @@ async def test_an_echo_of_the_operators_own_writes_costs_nothing(rig: Rig) -> No
     request = rig.request()
     calls, announced = len(rig.kube.calls), len(rig.notifier.announced)
 
-    for event in list(rig.kube.events):  # kopf's initial listing, late and repeated events
+    for event in list(rig.kube.events):  # late and repeated events
         await rig.converger.on_event(event.type, event.body)
 
     assert rig.converger.ledger.stale(request.uid, request.resource_version)
