@@ -80,6 +80,9 @@ def operator(
     own.stop()
 
 
+# 200 requests while the operator is killed every 0.3-2 s: about 3 minutes on a quiet machine,
+# over 5 in a loaded full suite (the suite's default timeout).
+@pytest.mark.timeout(600)
 def test_kill_9_at_random_points_loses_no_decision_and_doubles_no_transition(
     operator: OperatorProcess, people: People, control_plane: ControlPlane
 ) -> None:
