@@ -211,6 +211,62 @@ async def test_a_signed_approval_approves_and_resolves_the_announcement(rig: Rig
     assert rig.reasons_posted() == ["Requested", "Approved"]
 
 
+async def test_an_immediate_notifiers_outcome_is_written_with_the_decision_and_shown_after(
+    rig: Rig,
+) -> None:
+    """With the console alone a decision is one status write: the message is marked resolved
+    in it, and printed once that write succeeded (it shows the decided request)."""
+    uid = create_request(rig.kube, NS, NAME)["metadata"]["uid"]
+    await rig.deliver()
+    shown_phase: list[str] = []
+    rig.kube.intercept("patch_status", lambda: shown_phase.append(str(len(rig.notifier.resolved))))
+    writes = rig.kube.calls.count("patch_status")
+
+    rig.kube.touch(NS, NAME, **approval("bob", uid))
+    await rig.deliver()
+
+    assert rig.kube.calls.count("patch_status") == writes + 1
+    assert shown_phase == ["0"]  # nothing was shown before the write
+    assert [(v.phase, ref.ref) for v, ref in rig.notifier.resolved] == [
+        (Phase.APPROVED, "message-1")
+    ]
+    assert [n.state.value for n in rig.request().status.notifications] == ["resolved"]
+
+
+async def test_a_conflict_on_the_decisions_write_shows_the_outcome_once(rig: Rig) -> None:
+    uid = create_request(rig.kube, NS, NAME)["metadata"]["uid"]
+    await rig.deliver()
+    rig.kube.touch(NS, NAME, **approval("bob", uid))
+    rig.kube.intercept("patch_status", lambda: rig.kube.touch(NS, NAME))
+
+    await rig.deliver()
+
+    assert rig.request().status.phase is Phase.APPROVED
+    assert len(rig.notifier.resolved) == 1
+    assert len(rig.records("decided", uid)) == 1
+
+
+async def test_a_remote_notifiers_outcome_is_shown_before_it_is_recorded(rig: Rig) -> None:
+    """A chat notifier's message is updated first and recorded after (a second write): what
+    the status says happened, happened."""
+    rig.notifier.immediate = False
+    uid = create_request(rig.kube, NS, NAME)["metadata"]["uid"]
+    await rig.deliver()
+    shown_at_write: list[int] = []
+    rig.kube.touch(NS, NAME, **approval("bob", uid))
+    writes = rig.kube.calls.count("patch_status")
+    for _ in range(2):
+        rig.kube.intercept(
+            "patch_status", lambda: shown_at_write.append(len(rig.notifier.resolved))
+        )
+
+    await rig.deliver()
+
+    assert rig.kube.calls.count("patch_status") == writes + 2
+    assert shown_at_write[:2] == [0, 1]  # decided, then resolved and recorded
+    assert [n.state.value for n in rig.request().status.notifications] == ["resolved"]
+
+
 async def test_a_conflict_on_the_first_status_write_rereads_and_transitions_once(
     rig: Rig,
 ) -> None:

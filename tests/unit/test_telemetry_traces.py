@@ -245,3 +245,35 @@ def test_an_unreachable_collector_neither_fails_nor_blocks_the_process() -> None
 
     assert finished.returncode == 0, finished.stderr
     assert time.monotonic() - started < 10.0
+
+
+def test_without_export_request_spans_still_carry_the_trace_ids_logs_use() -> None:
+    """Configured with nothing to export to, request spans record nothing, yet the current
+    span inside one has the orchestrator's trace id (immediate work) or a new valid one
+    (deferred work), so logs and exemplars still name a trace."""
+    program = """
+        from opentelemetry import trace
+        from greenlight.telemetry import traces
+
+        traces.configure("greenlight-operator")
+        upstream = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        with traces.request_span("greenlight.request.create", upstream, deferred=False) as span:
+            inside = trace.get_current_span()
+            assert inside is span and not span.is_recording()
+            assert traces.current_traceparent().split("-")[1] == upstream.split("-")[1]
+            assert traces.current_traceparent().split("-")[2] != upstream.split("-")[2]
+        seen = set()
+        for _ in range(3):
+            with traces.request_span("greenlight.request.expire", upstream, deferred=True):
+                context = trace.get_current_span().get_span_context()
+                assert context.is_valid
+                seen.add(format(context.trace_id, "032x"))
+        assert len(seen) == 3 and upstream.split("-")[1] not in seen, seen
+        assert not trace.get_current_span().get_span_context().is_valid
+        print("ok")
+    """
+
+    finished = run_python(program, {})
+
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "ok"

@@ -25,6 +25,7 @@ from greenlight.core.policies import EffectivePolicy
 from greenlight.core.request import (
     Condition,
     ConditionType,
+    Notification,
     NotificationState,
     Request,
     Status,
@@ -131,6 +132,34 @@ class Announcer:
                 status, announcement.failed_via, announcement.failure, now()
             )
         return status
+
+    def resolved_first(self, status: Status) -> tuple[Status, tuple[Notification, ...]]:
+        """A terminal `status` to write with an immediate notifier's messages already marked
+        as showing the outcome (one write instead of two), and those messages: the caller
+        updates them once that write succeeded (`show_resolved`). Other notifiers' messages are
+        updated first and recorded after, as what is recorded must have happened."""
+        if not self.immediate or status.phase is None or not status.phase.terminal:
+            return status, ()
+        entries = tuple(
+            entry
+            for entry in lifecycle.to_resolve(status)
+            if self._has(entry.via or self.notifiers[0].name)
+        )
+        if not entries:
+            return status, ()
+        return lifecycle.resolved(status, entries, now()), entries
+
+    async def show_resolved(self, request: Request, entries: Sequence[Notification]) -> None:
+        """Update the messages `resolved_first` marked, now that the status says so. An
+        immediate notifier writes locally (the console); a failure is logged, not retried."""
+        for entry in entries:
+            via = entry.via or self.notifiers[0].name
+            try:
+                await self._notifier(via).resolve(
+                    request.view(), NotificationRef(entry.channel, entry.ref)
+                )
+            except NotifierError as exc:
+                _log.warning("could not show the outcome", notifier=via, error=str(exc))
 
     async def follow_up(self, request: Request) -> tuple[Request, str]:
         """Send the reminders and escalation steps due on a pending request (its effective

@@ -30,7 +30,7 @@ from greenlight.adapters.ledger import Ledger
 from greenlight.core import followups, lifecycle, receipts
 from greenlight.core.dsse import Signer
 from greenlight.core.model import Phase
-from greenlight.core.request import Request, Status
+from greenlight.core.request import Notification, Request, Status
 from greenlight.core.timefmt import now
 from greenlight.kube import Kube, NotFound
 from greenlight.telemetry import logs, metrics, spans, traces
@@ -169,9 +169,10 @@ class Converger:
         written once, Pending and announced; the second value says what failed in that
         announcement ("" when nothing did)."""
         first, announcement = True, FirstAnnouncement()
+        shown: tuple[Notification, ...] = ()
 
         async def step() -> Request:
-            nonlocal first, request, body
+            nonlocal first, request, body, shown
             if not first:
                 body = await self.kube.get(request.namespace, request.name)
                 request = Request.parse(body, self.marks_key)
@@ -185,21 +186,25 @@ class Converger:
             if not transition.changes(request.status):
                 return request
             status = await self._announced_first(request, transition, announcement)
+            status, resolving = self.announcer.resolved_first(status)
             written = await self.kube.patch_status(
                 request.namespace, request.name, status.to_json(), request.resource_version
             )
             version = str(written["metadata"]["resourceVersion"])
             decided = replace(request, status=status, resource_version=version)
+            shown = resolving
             self._count(decided, transition, span)
             _count_execution(request, decided)
             return decided
 
         try:
-            return await retry_on_conflict(step), announcement.failure
+            decided = await retry_on_conflict(step)
         except NotFound:
             return None
         except StillConflicting as exc:
             raise RetryLater(str(exc), CONFLICT_RETRY) from exc
+        await self.announcer.show_resolved(decided, shown)
+        return decided, announcement.failure
 
     async def _announced_first(
         self, request: Request, transition: lifecycle.Transition, first: FirstAnnouncement

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -32,6 +32,35 @@ Replace = Callable[[list[Mapping[str, Any]]], None]
 Apply = Callable[[str, Mapping[str, Any]], None]
 
 
+async def relisting(
+    list_once: Callable[[], Awaitable[str]],
+    watch_from: Callable[[str], Awaitable[str]],
+    **about: str,
+) -> None:
+    """List, then watch from the list's resourceVersion for as long as each watch hands on a
+    version to go on from; when one does not (an expired watch: 410) list again at once, and
+    after any error list again after a backoff that doubles up to BACKOFF_MAX. `about` names
+    the collection in the log. Runs until cancelled."""
+    backoff = 1.0
+    while True:
+        try:
+            version = await list_once()
+            backoff = 1.0
+            while version:
+                version = await watch_from(version)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _log.warning(
+                "listing or watching failed; listing again",
+                error=str(exc),
+                retry_in_seconds=backoff,
+                **about,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+
 class Informer:
     """Keeps a caller's view of one collection (`path`, e.g. /api/v1/namespaces) current."""
 
@@ -49,26 +78,16 @@ class Informer:
         self.synced = asyncio.Event()
 
     async def run(self) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                async with self._session() as session:
-                    version = await self._list(session)
-                    self.synced.set()
-                    backoff = 1.0
-                    while version:
-                        version = await self._watch(session, version)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                _log.warning("list/watch failed; listing again", path=self._path, error=str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+        async with self._session() as session:
+            await relisting(
+                lambda: self._list(session),
+                lambda version: self._watch(session, version),
+                path=self._path,
+            )
 
     def _session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
             base_url=self._api.configuration.host,
-            headers=auth_headers(self._api),
             connector=aiohttp.TCPConnector(ssl=ssl_context(self._api)),
             read_bufsize=MAX_EVENT_BYTES,
             timeout=aiohttp.ClientTimeout(
@@ -81,7 +100,8 @@ class Informer:
         token = ""
         while True:
             params = {"limit": str(PAGE)} | ({"continue": token} if token else {})
-            async with session.get(self._path, params=params) as response:
+            headers = auth_headers(self._api)  # read per call: a pod's token file rotates
+            async with session.get(self._path, params=params, headers=headers) as response:
                 response.raise_for_status()
                 page = await response.json()
             items.extend(page.get("items") or ())
@@ -89,6 +109,7 @@ class Informer:
             token = str(meta.get("continue") or "")
             if not token:
                 self._replace(items)
+                self.synced.set()
                 return str(meta.get("resourceVersion") or "")
 
     async def _watch(self, session: aiohttp.ClientSession, version: str) -> str:
@@ -99,7 +120,8 @@ class Informer:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_SECONDS),
         }
-        async with session.get(self._path, params=params) as response:
+        headers = auth_headers(self._api)
+        async with session.get(self._path, params=params, headers=headers) as response:
             response.raise_for_status()
             async for line in response.content:
                 event = json.loads(line)

@@ -46,7 +46,9 @@ class Notifier(Protocol):
     name: str
     # True when delivery is local and cannot block (the console): a new request is then told
     # before its first status write, so it is written once, Pending and announced. A remote
-    # notifier is told after that write, so a slow chat API never delays Pending.
+    # notifier is told after that write, so a slow chat API never delays Pending. Likewise a
+    # terminal status is written with its immediate messages marked resolved, and they are
+    # updated right after that write (one write per transition instead of two).
     immediate: bool
 
     def channels(self, request: RequestView) -> tuple[str, ...]:

@@ -28,12 +28,12 @@ from typing import Any
 import structlog
 
 from greenlight.adapters.converge import Converger
+from greenlight.adapters.informer import relisting
 from greenlight.adapters.peers import ActiveGate
 from greenlight.kube import Kube
 from greenlight.telemetry import heap
 
 _log = structlog.get_logger("greenlight.watch")
-BACKOFF_MAX = 30.0
 
 
 class RequestWatch:
@@ -76,24 +76,11 @@ class RequestWatch:
             _log.info("standing by: the requests are no longer watched here")
 
     async def _scope(self, namespace: str | None) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                version = await self._list(namespace)
-                backoff = 1.0
-                while version:
-                    version = await self._watch(namespace, version)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                _log.warning(
-                    "listing or watching the requests failed; listing again",
-                    namespace=namespace or "all",
-                    error=str(exc),
-                    retry_in_seconds=backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+        await relisting(
+            lambda: self._list(namespace),
+            lambda version: self._watch(namespace, version),
+            namespace=namespace or "all",
+        )
 
     async def _list(self, namespace: str | None) -> str:
         """Remember every object in the scope and arm its expiry; reconcile in the background
