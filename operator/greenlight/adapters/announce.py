@@ -140,11 +140,7 @@ class Announcer:
         updated first and recorded after, as what is recorded must have happened."""
         if not self.immediate or status.phase is None or not status.phase.terminal:
             return status, ()
-        entries = tuple(
-            entry
-            for entry in lifecycle.to_resolve(status)
-            if self._has(entry.via or self.notifiers[0].name)
-        )
+        entries = self._resolvable(status)
         if not entries:
             return status, ()
         return lifecycle.resolved(status, entries, now()), entries
@@ -153,7 +149,7 @@ class Announcer:
         """Update the messages `resolved_first` marked, now that the status says so. An
         immediate notifier writes locally (the console); a failure is logged, not retried."""
         for entry in entries:
-            via = entry.via or self.notifiers[0].name
+            via = self._via(entry)
             try:
                 await self._notifier(via).resolve(
                     request.view(), NotificationRef(entry.channel, entry.ref)
@@ -186,7 +182,7 @@ class Announcer:
             await self._audit_follow_up(request, note)
         failures = [failure] if failure else []
         for entry in request.status.notifications:
-            via = entry.via or self.notifiers[0].name
+            via = self._via(entry)
             if entry.state is not NotificationState.SENT or not self._has(via):
                 continue
             for note in notes:
@@ -208,6 +204,15 @@ class Announcer:
 
     def _has(self, via: str) -> bool:
         return any(n.name == via for n in self.notifiers)
+
+    def _via(self, entry: Notification) -> str:
+        """The notifier that sent `entry` (entries recorded before `via` existed: the first)."""
+        return entry.via or self.notifiers[0].name
+
+    def _resolvable(self, status: Status) -> tuple[Notification, ...]:
+        """The messages still to show the outcome of a terminal `status`, of notifiers still
+        configured (nothing can update a message of one no longer configured)."""
+        return tuple(e for e in lifecycle.to_resolve(status) if self._has(self._via(e)))
 
     async def _audit_follow_up(self, request: Request, note: FollowUp) -> None:
         try:
@@ -247,10 +252,8 @@ class Announcer:
         self, request: Request, status: Status
     ) -> tuple[Status, list[tuple[str, str]]]:
         done, failures = [], []
-        for entry in lifecycle.to_resolve(status):
-            via = entry.via or self.notifiers[0].name
-            if not any(n.name == via for n in self.notifiers):
-                continue  # a notifier no longer configured: nothing can update its message
+        for entry in self._resolvable(status):
+            via = self._via(entry)
             try:
                 with traces.child_span(
                     _tracer, spans.NOTIFY_RESOLVE, attributes={spans.ATTR_CHANNEL: via}

@@ -177,7 +177,7 @@ def request_span(
     Work done later (`deferred=True`: a decision, an expiry, a cancel) starts a new trace linked
     to it. An exception escaping the block is recorded on the span and re-raised.
     """
-    if _State.provider is not None and _State.exporter is None:
+    if _State.provider is not None and not exporting():
         # Configured, with nothing to export to: the span the SDK would make (sampler
         # ALWAYS_OFF), a non-recording span with the parent's trace id or a new one, without
         # the SDK's per-span work (links, attributes, sampling), about 8 % of an expiry.
