@@ -17,7 +17,7 @@ from bench import report, scenarios
 from bench.report import Target, at_least, at_most
 from bench.testbed import OUTSIDER, REPO, Testbed, started_testbed
 
-PHASES = ("latency", "burst", "cpu", "scale", "bigplans", "flood", "policies")
+PHASES = ("apicost", "latency", "burst", "cpu", "scale", "bigplans", "flood", "policies")
 # Targets (docs/benchmarks.md names the issue each comes from).
 RSS_IDLE_LIMIT_MIB = 60.0  # right after start
 RSS_PENDING_LIMIT_MIB = 180.0  # with 10,000 pending (the peer's controller alone: 181 MiB)
@@ -134,6 +134,8 @@ async def run(plan: Plan) -> list[str]:
             report.row("ConfigMap patch round trip", base.configmap_patch_rtt),
             "",
         ]
+        if "apicost" in plan.phases:  # before any operator registers its webhooks
+            await _api_cost_phase(bed, plan, out)
         raw_burst = None
         if "burst" in plan.phases:
             raw_burst = await scenarios.raw_burst(
@@ -290,6 +292,25 @@ async def _operator_phases(
     operator.kill()
 
 
+async def _api_cost_phase(bed: Testbed, plan: Plan, out: list[str]) -> None:
+    count = 300 if plan.mode == "quick" else 1000
+    print(f"apicost: the API server's CPU per call, {count} calls each", flush=True)
+    namespace = await bed.namespace("bench-apicost")
+    costs = await scenarios.api_costs(bed, namespace, count, plan.concurrency)
+    out += [
+        f"### What the API server spends per call ({count} calls each, "
+        f"{plan.concurrency} in flight, no operator, no webhook)",
+        "",
+        "| call | kube-apiserver + etcd CPU per call | calls per second |",
+        "|---|---:|---:|",
+        *[
+            f"| {cost.call} | {cost.ms_per_call:.2f} ms | {cost.count / cost.seconds:.0f} |"
+            for cost in costs
+        ],
+        "",
+    ]
+
+
 async def _cpu_phase(bed: Testbed, plan: Plan, out: list[str], targets: list[Target]) -> None:
     namespace = await bed.namespace("bench-cpu")
     print(f"cpu: {plan.cpu_burst} requests back to back (console notifier)", flush=True)
@@ -373,6 +394,15 @@ async def _scale_phase(bed: Testbed, plan: Plan, out: list[str], targets: list[T
         f"| expiresAt → watch shows Expired, median / p99 / max | {lateness.median:.2f} / "
         f"{lateness.p99:.2f} / {lateness.maximum:.2f} s |",
         f"| the shared second → last of them Expired | {result.expiry_all_within:.2f} s |",
+        f"| … CPU meanwhile, operator / kube-apiserver + etcd | "
+        f"{result.expiry_operator_cpu:.2f} / {result.expiry_plane_cpu:.2f} s "
+        f"({result.expiry_ms(result.expiry_operator_cpu):.1f} / "
+        f"{result.expiry_ms(result.expiry_plane_cpu):.1f} ms per request) |",
+        *[
+            f"| … API calls served meanwhile: {call} | {served:.0f} "
+            f"({served / max(result.expiring, 1):.2f} per request) |"
+            for call, served in sorted(result.expiry_calls.items(), key=lambda kv: -kv[1])
+        ],
         f"| RSS after the expiries ({plan.scale + plan.expiring} objects seen) | "
         f"{result.rss_after_expiry_mib:.0f} MiB |",
         "",

@@ -76,6 +76,14 @@ class ApiClient:
             result: Obj = json.loads(text) if text else {}
             return result
 
+    async def text(self, path: str) -> str:
+        """A plain-text GET (the API server's /metrics)."""
+        async with self._session.get(self.server + path) as response:
+            text = await response.text()
+            if response.status >= 400:
+                raise ApiError(response.status, text)
+            return text
+
     async def create(
         self, namespace: str, manifest: Mapping[str, Any], *, as_user: str | None = None
     ) -> Obj:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import secrets
 import sys
 import time
@@ -22,7 +23,7 @@ import aiohttp
 from tests.fakes.slack import Call
 from tests.support.operator import OperatorProcess
 
-from bench.apiclient import ApiClient, ApiError, Obj, Watcher, phase
+from bench.apiclient import ApiClient, ApiError, Obj, Watcher, collection, phase
 from bench.stats import Summary
 from bench.testbed import (
     APPROVER,
@@ -135,6 +136,145 @@ async def configmap_patches(
     finally:
         await watcher.stop()
     return Summary.of(watch), Summary.of(rtt)
+
+
+# -- what the API server spends per call --------------------------------------------------
+
+_STAMP = "2030-01-01T00:00:00Z"
+_PENDING_STATUS: dict[str, Any] = {
+    "phase": "Pending",
+    "expiresAt": _STAMP,
+    "requestedBy": "bench",
+    "planDigest": "sha256:" + "0" * 64,
+    "notifications": [
+        {"channel": "console", "ref": "console", "state": "sent", "at": _STAMP, "via": "console"}
+    ],
+    "conditions": [
+        {"type": kind, "status": "True", "reason": "Bench", "lastTransitionTime": _STAMP}
+        for kind in ("Verified", "Notified", "Audited")
+    ],
+}
+_EXPIRED_STATUS: dict[str, Any] = {
+    "phase": "Expired",
+    "decision": {"outcome": "Expired", "by": "greenlight", "at": _STAMP, "via": "expiry"},
+}
+
+
+@dataclass(frozen=True)
+class ApiCost:
+    call: str
+    count: int
+    seconds: float  # wall time of all `count` calls
+    plane_cpu: float  # kube-apiserver + etcd CPU seconds over them
+
+    @property
+    def ms_per_call(self) -> float:
+        return self.plane_cpu * 1000 / self.count
+
+
+async def api_costs(bed: Testbed, namespace: str, count: int, concurrency: int) -> list[ApiCost]:
+    """The control plane's CPU per call for the calls Greenlight's paths are made of, with no
+    operator and no webhook (run before any operator registers one): what one expiry or one
+    decision costs the API server, whatever the operator does."""
+    api, pids = bed.api, list(bed.plane.pids().values())
+    base, prefix = collection(namespace), unique("cost")
+    objects: dict[int, Obj] = {}
+    costs: list[ApiCost] = []
+
+    async def measure(call: str, one: Callable[[int], Awaitable[Any]]) -> None:
+        cpu, started = sum(map(cpu_seconds, pids)), time.perf_counter()
+        await gather_limited(count, concurrency, one)
+        spent = sum(map(cpu_seconds, pids)) - cpu
+        costs.append(ApiCost(call, count, time.perf_counter() - started, spent))
+
+    async def status(index: int, body: Mapping[str, Any]) -> None:
+        version = objects[index]["metadata"]["resourceVersion"]
+        objects[index] = await api.request(
+            "PATCH",
+            f"{base}/{prefix}-{index}/status",
+            {"metadata": {"resourceVersion": version}, "status": body},
+            content_type="application/merge-patch+json",
+        )
+
+    async def get(index: int) -> None:
+        objects[index] = await api.request("GET", f"{base}/{prefix}-{index}")
+
+    async def event(index: int) -> None:
+        await api.request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/events",
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{prefix}-{index}."},
+                "involvedObject": {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "ApprovalRequest",
+                    "namespace": namespace,
+                    "name": f"{prefix}-{index}",
+                },
+                "reason": "Expired",
+                "message": "Expired by greenlight via expiry",
+                "type": "Normal",
+                "firstTimestamp": _STAMP,
+                "lastTimestamp": _STAMP,
+                "count": 1,
+                "source": {"component": "greenlight"},
+            },
+        )
+
+    async def review(index: int) -> None:
+        await api.request(
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": APPROVER,
+                    "resourceAttributes": {
+                        "group": GROUP,
+                        "resource": "approvalrequests",
+                        "verb": "approve",
+                        "namespace": namespace,
+                        "name": f"{prefix}-{index}",
+                    },
+                },
+            },
+        )
+
+    configmaps = f"/api/v1/namespaces/{namespace}/configmaps"
+    await measure(
+        "ConfigMap create",
+        lambda i: api.request(
+            "POST",
+            configmaps,
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{prefix}-{i}"}},
+        ),
+    )
+    await measure(
+        "ConfigMap annotation patch",
+        lambda i: api.request(
+            "PATCH",
+            f"{configmaps}/{prefix}-{i}",
+            {"metadata": {"annotations": {SEQ_ANNOTATION: "1"}}},
+            content_type="application/merge-patch+json",
+        ),
+    )
+    await measure("ApprovalRequest create", lambda i: _create(api, namespace, f"{prefix}-{i}"))
+    await measure("ApprovalRequest get", get)
+    await measure("ApprovalRequest status patch: Pending", lambda i: status(i, _PENDING_STATUS))
+    await measure("ApprovalRequest status patch: Expired", lambda i: status(i, _EXPIRED_STATUS))
+
+    async def put(index: int) -> None:
+        body = dict(objects[index])
+        body["status"] = {**body["status"], "phase": "Cancelled"}
+        objects[index] = await api.request("PUT", f"{base}/{prefix}-{index}/status", body)
+
+    await measure("ApprovalRequest status update (PUT, the whole object)", put)
+    await measure("Event create", event)
+    await measure("SubjectAccessReview", review)
+    return costs
 
 
 @dataclass(frozen=True)
@@ -424,7 +564,35 @@ class Scale:
     expiry_lateness: Summary | None = None  # expiresAt -> watch shows Expired
     expiry_all_within: float = 0.0  # the target moment (shared expiresAt) -> last one Expired
     rss_after_expiry_mib: float = 0.0
+    # CPU seconds from the shared second to the last Expired: the operator, and the control
+    # plane (kube-apiserver + etcd), which shares the machine's cores with it
+    expiry_operator_cpu: float = 0.0
+    expiry_plane_cpu: float = 0.0
+    expiry_calls: dict[str, float] = field(default_factory=dict)  # API calls served meanwhile
     notes: list[str] = field(default_factory=list)
+
+    def expiry_ms(self, cpu: float) -> float:
+        """CPU milliseconds per request of the storm."""
+        return cpu * 1000 / max(self.expiring, 1)
+
+
+_REQUESTS_TOTAL = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.eE+-]+)$", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+async def api_calls(api: ApiClient) -> dict[str, float]:
+    """The API server's own count of the calls it served (`apiserver_request_total`), by
+    verb, resource and subresource."""
+    text = await api.text("/metrics")
+    counts: dict[str, float] = {}
+    for labels, value in _REQUESTS_TOTAL.findall(text):
+        label = dict(_LABEL.findall(labels))
+        resource = label.get("resource", "")
+        if label.get("subresource"):
+            resource += "/" + label["subresource"]
+        key = f"{label.get('verb', '')} {resource}"
+        counts[key] = counts.get(key, 0.0) + float(value)
+    return counts
 
 
 async def _pending_gauge(bed: Testbed, process: OperatorProcess) -> float:
@@ -541,11 +709,19 @@ async def expiry_storm(
     watcher.listen(on_event)
     creating = count / max(creates_per_second, 1.0)
     target = math.ceil(time.time() + 2 * creating + 75)
+    pids = [process.process.pid] if process.process is not None else []
+    plane_pids = list(bed.plane.pids().values())
+
+    async def cpu_at_target() -> tuple[float, float, dict[str, float]]:
+        await asyncio.sleep(max(target - time.time(), 0.0))
+        cpu = sum(map(cpu_seconds, pids)), sum(map(cpu_seconds, plane_pids))
+        return (*cpu, await api_calls(bed.api))
 
     async def create(index: int) -> None:
         timeout = max(60, target - math.floor(time.time()))
         await _create(bed.api, namespace, f"{prefix}-{index}", timeout=f"{timeout}s")
 
+    at_target = asyncio.create_task(cpu_at_target())
     try:
         await gather_limited(count, concurrency, create)
         if time.time() > target - 5:
@@ -554,11 +730,21 @@ async def expiry_storm(
                 "some were created after their shared expiry second was near"
             )
         await asyncio.wait_for(everyone.wait(), max(60.0, target - time.time() + 120))
+        operator_cpu, plane_cpu, calls = await at_target
+        result.expiry_operator_cpu = sum(map(cpu_seconds, pids)) - operator_cpu
+        result.expiry_plane_cpu = sum(map(cpu_seconds, plane_pids)) - plane_cpu
+        after = await api_calls(bed.api)
+        result.expiry_calls = {
+            key: after[key] - calls.get(key, 0.0)
+            for key in after
+            if after[key] - calls.get(key, 0.0) >= count / 10
+        }
         expires = {
             name: parse_time(watcher.latest[name]["status"]["expiresAt"]).timestamp()
             for name in expired_at
         }
     finally:
+        at_target.cancel()
         await watcher.stop()
     same = sum(1 for at in expires.values() if at == target)
     lateness = [expired_at[name] - expires[name] for name in expired_at]

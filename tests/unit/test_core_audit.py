@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tests.support import tampering
 
-from greenlight.adapters.auditlog import AuditLog, AuditWriteError, head_path, read_head
+from greenlight.adapters.auditlog import AuditLog, AuditWriteError, Entry, head_path, read_head
 from greenlight.core import audit
 
 KEY = b"k" * 64
@@ -79,6 +79,63 @@ async def test_event_written_twice_is_recorded_once(tmp_path: Path) -> None:
 
     assert (first, again) == (True, False)
     assert len(lines_of(log.path)) == 1
+
+
+async def test_records_queued_together_are_one_write_and_one_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", key=KEY)
+    await log.record("requested", request=REQUEST, actor="a", outcome="ok", event_id="e0")
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+
+    def counted_fsync(fd: int) -> None:
+        fsyncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted_fsync)
+
+    written = await log.record_all(
+        [
+            Entry("decision_attempted", REQUEST, "alice", "allowed", event_id="e1"),
+            Entry("decided", REQUEST, "alice", "Approved", event_id="e2"),
+            Entry("requested", REQUEST, "a", "ok", event_id="e0"),  # written before
+            Entry("receipt_issued", REQUEST, "greenlight", "issued", event_id="e3"),
+            Entry("decided", REQUEST, "alice", "Approved", event_id="e2"),  # twice in one call
+        ]
+    )
+
+    assert written == [True, True, False, True, False]
+    assert len(fsyncs) == 2  # the log, then the head file: one group
+    lines = lines_of(log.path)
+    assert [json.loads(line)["event"] for line in lines] == [
+        "requested",
+        "decision_attempted",
+        "decided",
+        "receipt_issued",
+    ]
+    assert audit.verify(lines, key=KEY, head=read_head(log.path)).ok
+
+
+async def test_records_queued_together_fail_together_and_leave_no_trace(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = await write_log(path, 2)
+    path.unlink()
+    path.mkdir()
+    entries = [
+        Entry("decided", REQUEST, "alice", "Approved", event_id="d"),
+        Entry("receipt_issued", REQUEST, "greenlight", "issued", event_id="r"),
+    ]
+
+    with pytest.raises(AuditWriteError, match="cannot write audit record to"):
+        await log.record_all(entries)
+
+    assert not log.has("d")
+    assert not log.has("r")
+    path.rmdir()
+    path.write_text("")
+    assert await log.record_all(entries) == [True, True]
+    assert [json.loads(line)["seq"] for line in lines_of(path)] == [3, 4]
 
 
 async def test_reopened_log_continues_the_chain_and_remembers_events(tmp_path: Path) -> None:

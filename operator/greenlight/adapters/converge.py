@@ -23,7 +23,7 @@ from greenlight.adapters.announce import (
     FirstAnnouncement,
     schedule_of,
 )
-from greenlight.adapters.auditlog import AuditLog, AuditWriteError
+from greenlight.adapters.auditlog import AuditLog, AuditWriteError, Entry
 from greenlight.adapters.conflicts import KeyedLocks, StillConflicting, retry_on_conflict
 from greenlight.adapters.expiry import ExpiryClock
 from greenlight.adapters.ledger import Ledger
@@ -224,20 +224,25 @@ class Converger:
         self, request: Request, body: Mapping[str, Any], transition: lifecycle.Transition
     ) -> None:
         subject = request.subject() | {"phase": _phase(transition)}
-        try:
-            for entry in transition.audit:
-                details = dict(entry.details)
-                if entry.event == "requested":
-                    details["spec"] = body.get("spec") or {}  # the full request, once
-                await self.audit.record(
+        entries = []
+        for entry in transition.audit:
+            details = dict(entry.details)
+            if entry.event == "requested":
+                details["spec"] = body.get("spec") or {}  # the full request, once
+            entries.append(
+                Entry(
                     entry.event,
-                    request=subject,
-                    actor=entry.actor,
-                    outcome=entry.outcome,
-                    reason=entry.reason,
-                    details=details,
-                    event_id=entry.event_id,
+                    subject,
+                    entry.actor,
+                    entry.outcome,
+                    entry.reason,
+                    details,
+                    entry.event_id,
                 )
+            )
+        try:
+            if entries:  # one group, one fsync, for all of a transition's records
+                await self.audit.record_all(entries)
         except AuditWriteError as exc:
             metrics.AUDIT_WRITE_FAILURES.inc()
             _log.error("audit write failed; the transition is held back", error=str(exc))
