@@ -37,8 +37,9 @@ from bench.testbed import (
     rss_mib,
 )
 from greenlight.adapters.slack.blocks import APPROVE_ACTION_ID
-from greenlight.core.model import GROUP, VERSION
+from greenlight.core.model import GROUP, VERSION, Identity
 from greenlight.core.timefmt import parse_time
+from greenlight.kube import access_review, event_body
 
 SEQ_ANNOTATION = "bench.greenlight.dev/seq"
 
@@ -176,15 +177,15 @@ async def api_costs(bed: Testbed, namespace: str, count: int, concurrency: int) 
     """The control plane's CPU per call for the calls Greenlight's paths are made of, with no
     operator and no webhook (run before any operator registers one): what one expiry or one
     decision costs the API server, whatever the operator does."""
-    api, pids = bed.api, list(bed.plane.pids().values())
+    api = bed.api
     base, prefix = collection(namespace), unique("cost")
     objects: dict[int, Obj] = {}
     costs: list[ApiCost] = []
 
     async def measure(call: str, one: Callable[[int], Awaitable[Any]]) -> None:
-        cpu, started = sum(map(cpu_seconds, pids)), time.perf_counter()
+        cpu, started = bed.plane_cpu(), time.perf_counter()
         await gather_limited(count, concurrency, one)
-        spent = sum(map(cpu_seconds, pids)) - cpu
+        spent = bed.plane_cpu() - cpu
         costs.append(ApiCost(call, count, time.perf_counter() - started, spent))
 
     async def status(index: int, body: Mapping[str, Any]) -> None:
@@ -200,48 +201,15 @@ async def api_costs(bed: Testbed, namespace: str, count: int, concurrency: int) 
         objects[index] = await api.request("GET", f"{base}/{prefix}-{index}")
 
     async def event(index: int) -> None:
-        await api.request(
-            "POST",
-            f"/api/v1/namespaces/{namespace}/events",
-            {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"generateName": f"{prefix}-{index}."},
-                "involvedObject": {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "ApprovalRequest",
-                    "namespace": namespace,
-                    "name": f"{prefix}-{index}",
-                },
-                "reason": "Expired",
-                "message": "Expired by greenlight via expiry",
-                "type": "Normal",
-                "firstTimestamp": _STAMP,
-                "lastTimestamp": _STAMP,
-                "count": 1,
-                "source": {"component": "greenlight"},
-            },
-        )
+        name = f"{prefix}-{index}"
+        uid = str(objects[index]["metadata"]["uid"])
+        body = event_body(namespace, name, uid, "Expired", "Expired by greenlight via expiry")
+        await api.request("POST", f"/api/v1/namespaces/{namespace}/events", body)
 
     async def review(index: int) -> None:
-        await api.request(
-            "POST",
-            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            {
-                "apiVersion": "authorization.k8s.io/v1",
-                "kind": "SubjectAccessReview",
-                "spec": {
-                    "user": APPROVER,
-                    "resourceAttributes": {
-                        "group": GROUP,
-                        "resource": "approvalrequests",
-                        "verb": "approve",
-                        "namespace": namespace,
-                        "name": f"{prefix}-{index}",
-                    },
-                },
-            },
-        )
+        approver = Identity(user=APPROVER)
+        body = access_review(approver, "approve", namespace, f"{prefix}-{index}")
+        await api.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body)
 
     configmaps = f"/api/v1/namespaces/{namespace}/configmaps"
     await measure(
@@ -709,19 +677,20 @@ async def expiry_storm(
     watcher.listen(on_event)
     creating = count / max(creates_per_second, 1.0)
     target = math.ceil(time.time() + 2 * creating + 75)
-    pids = [process.process.pid] if process.process is not None else []
-    plane_pids = list(bed.plane.pids().values())
+    pid = process.process.pid if process.process is not None else None
 
-    async def cpu_at_target() -> tuple[float, float, dict[str, float]]:
+    def cpu_now() -> tuple[float, float]:  # (the operator, the control plane)
+        return (cpu_seconds(pid) if pid is not None else 0.0), bed.plane_cpu()
+
+    async def at_target_second() -> tuple[tuple[float, float], dict[str, float]]:
         await asyncio.sleep(max(target - time.time(), 0.0))
-        cpu = sum(map(cpu_seconds, pids)), sum(map(cpu_seconds, plane_pids))
-        return (*cpu, await api_calls(bed.api))
+        return cpu_now(), await api_calls(bed.api)
 
     async def create(index: int) -> None:
         timeout = max(60, target - math.floor(time.time()))
         await _create(bed.api, namespace, f"{prefix}-{index}", timeout=f"{timeout}s")
 
-    at_target = asyncio.create_task(cpu_at_target())
+    at_target = asyncio.create_task(at_target_second())
     try:
         await gather_limited(count, concurrency, create)
         if time.time() > target - 5:
@@ -730,9 +699,10 @@ async def expiry_storm(
                 "some were created after their shared expiry second was near"
             )
         await asyncio.wait_for(everyone.wait(), max(60.0, target - time.time() + 120))
-        operator_cpu, plane_cpu, calls = await at_target
-        result.expiry_operator_cpu = sum(map(cpu_seconds, pids)) - operator_cpu
-        result.expiry_plane_cpu = sum(map(cpu_seconds, plane_pids)) - plane_cpu
+        (operator_cpu, plane_cpu), calls = await at_target
+        operator_now, plane_now = cpu_now()
+        result.expiry_operator_cpu = operator_now - operator_cpu
+        result.expiry_plane_cpu = plane_now - plane_cpu
         after = await api_calls(bed.api)
         result.expiry_calls = {
             key: after[key] - calls.get(key, 0.0)

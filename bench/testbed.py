@@ -108,6 +108,10 @@ class Testbed:
     profile_dir: Path | None = None  # record every operator with py-spy into this directory
     profilers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
+    def plane_cpu(self) -> float:
+        """User + system CPU seconds of kube-apiserver and etcd so far."""
+        return sum(cpu_seconds(pid) for pid in self.plane.pids().values())
+
     async def namespace(self, name: str) -> str:
         """A namespace where APPROVER may approve and deny (the greenlight-approver role) and
         OUTSIDER may only create and patch (the greenlight-requester role)."""

@@ -268,27 +268,7 @@ class Kube:
 
     async def allowed(self, identity: Identity, verb: str, namespace: str, name: str) -> bool:
         """A SubjectAccessReview: may `identity` use `verb` on this ApprovalRequest?"""
-        spec: dict[str, Any] = {
-            "user": identity.user,
-            "resourceAttributes": {
-                "group": GROUP,
-                "resource": PLURAL,
-                "verb": verb,
-                "namespace": namespace,
-                "name": name,
-            },
-        }
-        if identity.groups:
-            spec["groups"] = list(identity.groups)
-        if identity.uid:
-            spec["uid"] = identity.uid
-        if identity.extra:
-            spec["extra"] = {k: list(v) for k, v in identity.extra.items()}
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SubjectAccessReview",
-            "spec": spec,
-        }
+        review = access_review(identity, verb, namespace, name)
         result = await self._request(
             "k8s create subjectaccessreviews",
             "POST",
@@ -319,29 +299,7 @@ class Kube:
         if len(self._posting) >= EVENTS_IN_FLIGHT:
             _log.warning("too many events in flight; one is dropped", reason=reason, name=name)
             return
-        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"namespace": namespace, "generateName": f"{name[:200]}."},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
-                "namespace": namespace,
-                "name": name,
-                "uid": uid,
-            },
-            "type": kind,
-            "reason": reason,
-            "message": message[:EVENT_MESSAGE_MAX],
-            "action": reason,
-            "source": {"component": "greenlight"},
-            "reportingComponent": "greenlight",
-            "reportingInstance": "greenlight",
-            "firstTimestamp": at,
-            "lastTimestamp": at,
-            "count": 1,
-        }
+        event = event_body(namespace, name, uid, reason, message, kind)
         task = asyncio.get_running_loop().create_task(self._post_event(namespace, event))
         self._posting.add(task)
         task.add_done_callback(self._posting.discard)
@@ -372,3 +330,53 @@ def _refusal(status: int, payload: bytes) -> Exception:
     if status == 404:
         return NotFound(message)
     return ApiError(status, message)
+
+
+def access_review(identity: Identity, verb: str, namespace: str, name: str) -> dict[str, Any]:
+    """The SubjectAccessReview asking whether `identity` may use `verb` on one ApprovalRequest."""
+    spec: dict[str, Any] = {
+        "user": identity.user,
+        "resourceAttributes": {
+            "group": GROUP,
+            "resource": PLURAL,
+            "verb": verb,
+            "namespace": namespace,
+            "name": name,
+        },
+    }
+    if identity.groups:
+        spec["groups"] = list(identity.groups)
+    if identity.uid:
+        spec["uid"] = identity.uid
+    if identity.extra:
+        spec["extra"] = {k: list(v) for k, v in identity.extra.items()}
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+
+
+def event_body(
+    namespace: str, name: str, uid: str, reason: str, message: str, kind: str = "Normal"
+) -> dict[str, Any]:
+    """The Kubernetes Event the operator posts about an ApprovalRequest."""
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"namespace": namespace, "generateName": f"{name[:200]}."},
+        "involvedObject": {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "namespace": namespace,
+            "name": name,
+            "uid": uid,
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message[:EVENT_MESSAGE_MAX],
+        "action": reason,
+        "source": {"component": "greenlight"},
+        "reportingComponent": "greenlight",
+        "reportingInstance": "greenlight",
+        "firstTimestamp": at,
+        "lastTimestamp": at,
+        "count": 1,
+    }

@@ -336,15 +336,7 @@ class AuditLog:
         return results
 
     def _enqueue(self, entry: Entry) -> asyncio.Future[dict[str, Any]]:
-        fields = _fields(
-            entry.event,
-            entry.actor,
-            entry.outcome,
-            entry.reason,
-            entry.request,
-            entry.details,
-            entry.event_id,
-        )
+        fields = _fields(entry)
         written: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._queue.append((fields, written))
         if entry.event_id is not None:
@@ -363,7 +355,7 @@ class AuditLog:
         }
         if self._file_head_error is not None:
             details["head_file"] = {"error": self._file_head_error}
-        fields = _fields("chain_reset", actor, "reset", reason, None, details, None)
+        fields = _fields(Entry("chain_reset", None, actor, "reset", reason, details))
         (record,) = self._commit([fields])
         _log.info("audit chain_reset", audit=record)
         return record
@@ -456,13 +448,14 @@ class AuditLog:
             "moved_to": moved.name,
         }
         fields = _fields(
-            "chain_repaired",
-            "greenlight",
-            "repaired",
-            "torn last line (a write was interrupted) cut from the log",
-            None,
-            details,
-            None,
+            Entry(
+                "chain_repaired",
+                None,
+                "greenlight",
+                "repaired",
+                "torn last line (a write was interrupted) cut from the log",
+                details,
+            )
         )
         self._torn = None
         try:
@@ -493,24 +486,17 @@ class AuditLog:
             written.set_exception(error or AuditWriteError("audit write failed"))
 
 
-def _fields(
-    event: str,
-    actor: str,
-    outcome: str,
-    reason: str,
-    request: Mapping[str, Any] | None,
-    details: Mapping[str, Any] | None,
-    event_id: str | None,
-) -> dict[str, Any]:
+def _fields(entry: Entry) -> dict[str, Any]:
+    """The fields of a record before it is sealed into the chain."""
     return {
         "time": format_precise(now()),
-        "event": event,
-        "event_id": event_id,
-        "actor": actor,
-        "outcome": outcome,
-        "reason": reason,
-        "request": dict(request) if request is not None else None,
-        "details": dict(details or {}),
+        "event": entry.event,
+        "event_id": entry.event_id,
+        "actor": entry.actor,
+        "outcome": entry.outcome,
+        "reason": entry.reason,
+        "request": dict(entry.request) if entry.request is not None else None,
+        "details": dict(entry.details or {}),
     }
 
 
