@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -17,17 +16,11 @@ from typing import Any
 
 import yaml
 
+from greenlight.devcluster.controlplane import free_port
+
 PROMETHEUS_BIN = Path("/usr/bin/prometheus")
 ALERTMANAGER_BIN = Path("/usr/bin/prometheus-alertmanager")
 STARTUP_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

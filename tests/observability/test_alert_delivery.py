@@ -27,8 +27,10 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from tests.observability.prometheus_stack import Server, alertmanager, free_port, prometheus
+from tests.observability.prometheus_stack import Server, alertmanager, prometheus
 from tests.observability.shipped_files import ALERTMANAGER_CONFIG, rule_files
+
+from greenlight.devcluster.controlplane import free_port
 
 SECRETS_DIR = "/etc/alertmanager/secrets/greenlight-alerting/"
 ROUTING_KEY = "test-routing-key-3f9a"

@@ -15,6 +15,7 @@ import fcntl
 import http.client
 import json
 import os
+import secrets
 import socket
 import ssl
 import subprocess
@@ -89,12 +90,50 @@ def _has_binaries(directory: Path) -> bool:
     return all(os.access(directory / name, os.X_OK) for name in ("kube-apiserver", "etcd"))
 
 
+_PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_LISTEN_PORT = 10000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives to outgoing connections (Linux default 32768)."""
+    try:
+        return int(_PORT_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing holds right now, for a server started later.
+
+    It is drawn below the kernel's ephemeral range: a port from that range (what binding to
+    port 0 returns) can become the local end of any outgoing connection (a webhook call, an
+    etcd client) between the choice and the server's bind, which then fails with "address
+    already in use". No port is handed out twice by one process, so a server restarted on its
+    own port never races another's choice. Where the ephemeral range leaves no room below it,
+    the kernel chooses.
+    """
+    low = _ephemeral_low()
+    if low - _LOWEST_LISTEN_PORT >= 1000:
+        for _ in range(200):
+            port = _LOWEST_LISTEN_PORT + secrets.randbelow(low - _LOWEST_LISTEN_PORT)
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        chosen: int = probe.getsockname()[1]
+    _handed_out.add(chosen)
+    return chosen
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 class ControlPlane:
