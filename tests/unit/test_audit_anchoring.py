@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support import tampering
 
 from greenlight import cli
 from greenlight.adapters import auditanchor, auditlog
@@ -21,6 +22,7 @@ from greenlight.adapters.auditlog import (
     AuditLog,
     AuditLogTruncated,
     AuditWriteError,
+    Entry,
     head_path,
     read_head,
 )
@@ -368,6 +370,96 @@ async def test_torn_last_line_is_moved_aside_and_recorded(tmp_path: Path) -> Non
     assert moved.read_text() == torn
     assert records[3]["details"]["cut_bytes"] == len(torn)
     assert verify_file(path, head=read_head(path)).ok
+
+
+async def crashed_before_the_head_moved(path: Path, *, key: bytes | None = KEY) -> bytes:
+    """Three records, then a group of two whose head replacement a crash prevented."""
+    log = await write_log(path, 3, key=key)
+    old_head = head_path(path).read_bytes()
+    await log.record_all(
+        [
+            Entry("decision_attempted", REQUEST, "alice", "allowed"),
+            Entry("decided", REQUEST, "alice", "Approved"),
+        ]
+    )
+    log.close()
+    head_path(path).write_bytes(old_head)
+    return old_head
+
+
+async def test_records_a_crash_left_past_the_head_are_adopted_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    await crashed_before_the_head_moved(path)
+    assert not verify_file(path, head=read_head(path)).ok  # "appended outside the operator"
+
+    log = AuditLog(path, key=KEY)
+    task = await auditanchor.guard(log, None, Settings(audit_file=path))  # type: ignore[arg-type]
+
+    assert task is None
+    assert metrics.AUDIT_CHAIN_BROKEN._value.get() == 0
+    assert read_head(path) == log.head
+    assert log.head.seq == 5
+    assert verify_file(path, head=read_head(path), require_anchor=True).ok
+    await log.record("decided", request=REQUEST, actor="bob", outcome="Approved")
+    assert seqs(path) == [1, 2, 3, 4, 5, 6]
+    assert verify_file(path, head=read_head(path)).ok
+
+
+async def test_adoption_stops_at_a_torn_line_which_the_next_write_repairs(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    await crashed_before_the_head_moved(path)
+    with path.open("a") as handle:
+        handle.write('{"seq": 6, "actor": "half a rec')
+
+    log = AuditLog(path, key=KEY)
+    log.check_against(None)
+    assert log.adopt_tail() == 2
+    assert log.head.seq == 5
+    assert read_head(path) == log.head
+    await log.record("decided", request=REQUEST, actor="bob", outcome="Approved")
+
+    events = [json.loads(line)["event"] for line in lines_of(path)]
+    assert events[5:] == ["chain_repaired", "decided"]
+    assert verify_file(path, head=read_head(path)).ok
+
+
+@pytest.mark.parametrize(
+    ("plant", "why"),
+    [
+        (tampering.append_forged, "MAC does not match the audit key"),
+        (lambda lines: ([*lines, "not json\n"], 0), "not valid JSON"),
+    ],
+)
+async def test_a_record_planted_past_the_head_is_refused_not_adopted(
+    tmp_path: Path, plant: Any, why: str
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    (await write_log(path, 3)).close()
+    head = head_path(path).read_bytes()
+    planted, _ = plant(lines_of(path))
+    path.write_text("".join(planted))
+
+    log = AuditLog(path, key=KEY)
+    await auditanchor.guard(log, None, Settings(audit_file=path))  # type: ignore[arg-type]
+
+    assert metrics.AUDIT_CHAIN_BROKEN._value.get() == 1
+    with pytest.raises(AuditWriteError, match=rf"follows record 3 .* not this operator's: .*{why}"):
+        await log.record("decided", request=REQUEST, actor="alice", outcome="Approved")
+    assert head_path(path).read_bytes() == head
+    metrics.AUDIT_CHAIN_BROKEN.set(0)
+
+
+async def test_without_a_key_records_past_the_head_are_not_adopted(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    old_head = await crashed_before_the_head_moved(path, key=None)
+
+    log = AuditLog(path, key=None)
+    log.check_against(None)
+
+    assert log.adopt_tail() == 0
+    assert head_path(path).read_bytes() == old_head
 
 
 async def test_torn_tail_that_cannot_be_moved_aside_fails_the_write_not_the_caller(

@@ -135,7 +135,8 @@ class AnchorPublisher:
 async def guard(
     audit: AuditLog, api_client: kubernetes.client.ApiClient, settings: Settings
 ) -> asyncio.Task[None] | None:
-    """At start: check the log against its head file and anchor. When records are missing, set
+    """At start: check the log against its head file and anchor, and adopt the records a crash
+    left past the head file (`AuditLog.adopt_tail`). When records are missing, set
     `greenlight_audit_chain_broken` to 1 and make the log refuse every write (so nothing is
     decided) until an admin runs `greenlight audit reset`; else keep the anchor current (the
     returned task). With no anchor namespace configured only the head file is checked."""
@@ -146,6 +147,7 @@ async def guard(
     try:
         anchored = await asyncio.to_thread(anchor.read) if anchor is not None else None
         audit.check_against(anchored, anchor_expected=anchor is not None)
+        audit.adopt_tail()
     except (AuditChainBroken, chain.HeadError) as exc:
         metrics.AUDIT_CHAIN_BROKEN.set(1)
         reason = f"the audit chain is broken: {exc}"

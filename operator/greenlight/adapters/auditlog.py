@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,7 @@ class AuditLog:
         self._listeners: list[Listener] = []
         self._refusal: str | None = None
         self._torn: int | None = None  # where a torn last line starts
+        self._trailing = 0  # whole lines after the last record that are no record
         self._file_head: chain.Head | None = None
         self._file_head_error: str | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,12 +178,15 @@ class AuditLog:
                 try:
                     record = json.loads(raw)
                 except ValueError:
+                    self._trailing += 1
                     continue
                 self._note_loaded(record)
 
     def _note_loaded(self, record: object) -> None:
         if not isinstance(record, dict):
+            self._trailing += 1
             return
+        self._trailing = 0
         self._seq = int(record.get("seq", self._seq))
         self._prev = str(record.get("hash", self._prev))
         if record.get("event_id"):
@@ -242,6 +246,56 @@ class AuditLog:
                     "(the log was replaced); the operator will not continue it until an "
                     "admin runs `greenlight audit reset`"
                 )
+
+    def adopt_tail(self) -> int:
+        """Move the head file to the log's end when whole records follow it; return how many.
+
+        A crash between a group's fsync and its head's replacement leaves such records: the
+        operator wrote them but never reported them durable, and a restarted operator writes
+        them at most once more (event ids), so they stay. They are adopted only when they
+        continue the head's chain and carry the key's MAC; anything else past the head (planted
+        lines, a forged record) raises AuditChainBroken. Without a key nothing can be told
+        apart, so nothing is adopted: the head moves at the next write. Call after
+        `check_against`."""
+        head = self._file_head
+        if self.key is None or head is None or (self._seq <= head.seq and not self._trailing):
+            return 0
+        result = chain.verify(self._lines_after(head.seq), key=self.key, after=head)
+        end = (result.last.seq, result.last.hash) if result.last is not None else None
+        if not result.ok or end != (self._seq, self._prev):
+            why = result.message if not result.ok else "it does not end where the log does"
+            raise AuditChainBroken(
+                f"{self.path}: what follows record {head.seq} (its head file) is not this "
+                f"operator's: {why}; the operator will not continue it until an admin runs "
+                "`greenlight audit reset`"
+            )
+        write_head(self.path, self.head)
+        self._file_head = self.head
+        adopted = self._seq - head.seq
+        _log.warning(
+            "audit records past the head file adopted (the operator stopped before moving it)",
+            head_seq=head.seq,
+            log_seq=self._seq,
+            adopted=adopted,
+        )
+        return adopted
+
+    def _lines_after(self, seq: int) -> Iterator[str]:
+        """The whole lines after record `seq`, up to a torn last line."""
+        found, offset = seq == 0, 0
+        with self.path.open("rb") as handle:
+            for raw in handle:
+                if self._torn is not None and offset >= self._torn:
+                    return
+                offset += len(raw)
+                if found:
+                    yield raw.decode("utf-8", errors="replace")
+                    continue
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                found = isinstance(record, dict) and record.get("seq") == seq
 
     def _hash_at(self, seq: int) -> str | None:
         if seq == self._seq:

@@ -150,6 +150,7 @@ def verify(
     head: Head | None = None,
     anchor: Head | None = None,
     require_anchor: bool = False,
+    after: Head | None = None,
 ) -> Verification:
     """Check a whole log. The first problem found is reported with its line number.
 
@@ -157,9 +158,12 @@ def verify(
     `anchor` is the copy outside the volume, updated shortly after each write: the log must
     reach it (it may have gone on since), and the record at its `seq` must have its `hash`.
     With `key`, both must carry a valid MAC. With `require_anchor`, a log checked against
-    neither fails as unanchored.
+    neither fails as unanchored. With `after`, `lines` are the part of a log that follows the
+    record `after` names and must continue its chain (line numbers count from the first of them).
     """
     prev, count, last = GENESIS, 0, None
+    if after is not None:
+        prev, count, last = after.hash, after.seq, Head(after.seq, after.hash)
     at_anchor: str | None = GENESIS if anchor is not None and anchor.seq == 0 else None
     resets: list[int] = []
     for number, line in enumerate(lines, start=1):
