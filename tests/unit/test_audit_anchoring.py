@@ -451,6 +451,26 @@ async def test_a_record_planted_past_the_head_is_refused_not_adopted(
     metrics.AUDIT_CHAIN_BROKEN.set(0)
 
 
+async def test_a_head_that_cannot_be_moved_leaves_the_adoption_to_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    old_head = await crashed_before_the_head_moved(path)
+    log = AuditLog(path, key=KEY)
+    log.check_against(None)
+
+    def read_only(*_: Any) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(auditlog, "write_head", read_only)
+    assert log.adopt_tail() == 0
+    assert head_path(path).read_bytes() == old_head
+    monkeypatch.undo()
+    await log.record("decided", request=REQUEST, actor="bob", outcome="Approved")
+    assert seqs(path) == [1, 2, 3, 4, 5, 6]
+    assert verify_file(path, head=read_head(path)).ok
+
+
 async def test_without_a_key_records_past_the_head_are_not_adopted(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     old_head = await crashed_before_the_head_moved(path, key=None)

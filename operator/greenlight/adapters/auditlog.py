@@ -269,9 +269,18 @@ class AuditLog:
                 f"operator's: {why}; the operator will not continue it until an admin runs "
                 "`greenlight audit reset`"
             )
-        write_head(self.path, self.head)
-        self._file_head = self.head
         adopted = self._seq - head.seq
+        try:
+            write_head(self.path, self.head)
+        except OSError as exc:  # the next write moves it, or fails as every write then does
+            _log.warning(
+                "audit records past the head file checked but the head could not be moved",
+                head_seq=head.seq,
+                log_seq=self._seq,
+                error=str(exc),
+            )
+            return 0
+        self._file_head = self.head
         _log.warning(
             "audit records past the head file adopted (the operator stopped before moving it)",
             head_seq=head.seq,
