@@ -8,12 +8,12 @@ import sys
 import pytest
 
 
-def modules_loaded_by(statement: str) -> set[str]:
+def modules_loaded_by(statement: str, prefix: str = "greenlight") -> set[str]:
     program = f"import sys\n{statement}\nprint('\\n'.join(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=120
     )
-    return {name for name in done.stdout.split() if name.startswith("greenlight")}
+    return {name for name in done.stdout.split() if name.startswith(prefix)}
 
 
 def test_the_sdk_imports_nothing_from_the_operator() -> None:
@@ -36,6 +36,41 @@ def test_no_production_module_imports_the_local_control_plane(entry: str) -> Non
     loaded = modules_loaded_by(f"import {entry}")
 
     assert not {m for m in loaded if m.startswith("greenlight.devcluster")}
+
+
+REPL = ("cel.cli", "prompt_toolkit", "typer")
+
+
+@pytest.mark.parametrize("entry", ["greenlight.cli", "greenlight.app"])
+def test_cel_is_loaded_without_its_repl(entry: str) -> None:
+    loaded = modules_loaded_by(f"import {entry}", prefix="")
+
+    assert {"cel", "greenlight.core.conditions"} <= loaded
+    assert not {m for m in loaded if m.startswith(REPL)}
+
+
+def test_cel_s_repl_still_imports_after_greenlight_loaded_cel() -> None:
+    loaded = modules_loaded_by(
+        "import greenlight.core.conditions\nimport cel.cli\nassert cel.cli.app is not None",
+        prefix="",
+    )
+
+    assert {"cel.cli", "prompt_toolkit"} <= loaded
+
+
+def test_the_cli_loads_the_sdk_only_when_a_command_uses_it() -> None:
+    sdk = {"greenlight.client", "greenlight.agent"}
+    assert not modules_loaded_by("import greenlight.cli") & sdk
+    loaded = modules_loaded_by("from greenlight import ApprovalClient, Phase, Workflow, task")
+    assert {*sdk, "greenlight.core.model"} <= loaded
+
+
+def test_a_name_the_sdk_does_not_have_is_an_attribute_error() -> None:
+    import greenlight
+
+    with pytest.raises(AttributeError, match="has no attribute 'Approve'"):
+        greenlight.Approve  # noqa: B018  # type: ignore[attr-defined]
+    assert greenlight.Phase.APPROVED.value == "Approved"
 
 
 def _package_imports() -> dict[str, set[str]]:

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import cel
-
+from greenlight.core.imports import without_submodule
 from greenlight.core.model import Identity
 from greenlight.core.plans import PlanReading
+
+with without_submodule("cel.cli"):
+    import cel
 
 VARIABLES = frozenset({"request", "plan", "now"})
 MAX_LENGTH = 2048
