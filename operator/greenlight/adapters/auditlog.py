@@ -11,13 +11,14 @@ writes a log: it holds an exclusive lock on `<log>.lock` for as long as the log 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import hashlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,14 +254,15 @@ class AuditLog:
         A crash between a group's fsync and its head's replacement leaves such records: the
         operator wrote them but never reported them durable, and a restarted operator writes
         them at most once more (event ids), so they stay. They are adopted only when they
-        continue the head's chain and carry the key's MAC; anything else past the head (planted
-        lines, a forged record) raises AuditChainBroken. Without a key nothing can be told
-        apart, so nothing is adopted: the head moves at the next write. Call after
+        continue the head's chain and carry the key's MAC; anything else past the head (a line
+        that is no record, a forged record) raises AuditChainBroken. Without a key nothing can
+        be told apart, so nothing is adopted: the head moves at the next write. Call after
         `check_against`."""
         head = self._file_head
         if self.key is None or head is None or (self._seq <= head.seq and not self._trailing):
             return 0
-        result = chain.verify(self._lines_after(head.seq), key=self.key, after=head)
+        with contextlib.closing(self._lines_after(head.seq)) as lines:
+            result = chain.verify(lines, key=self.key, after=head)
         end = (result.last.seq, result.last.hash) if result.last is not None else None
         if not result.ok or end != (self._seq, self._prev):
             why = result.message if not result.ok else "it does not end where the log does"
@@ -289,7 +291,7 @@ class AuditLog:
         )
         return adopted
 
-    def _lines_after(self, seq: int) -> Iterator[str]:
+    def _lines_after(self, seq: int) -> Generator[str]:
         """The whole lines after record `seq`, up to a torn last line."""
         found, offset = seq == 0, 0
         with self.path.open("rb") as handle:
