@@ -468,6 +468,7 @@ async def test_a_recreated_request_ignores_the_old_ones_record_and_alarm(rig: Ri
     assert rig.records("decided") == []
     assert rig.records("expired") == []
     assert rig.converger.clock.due(NS, NAME) == new_expiry
+    rig.converger.ledger.listed.set()
     decisions = DecisionService(rig.kube, RefusalLog(rig.audit), rig.converger.ledger, KEY)
     assert await decisions.find_request_by_uid(old) is None
     found = await decisions.find_request_by_uid(new)

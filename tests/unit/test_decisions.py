@@ -3,6 +3,7 @@ bounded, aggregating log of refused attempts (adapters/refusals.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import pytest
 from tests.support.fakekube import FakeKube, create_request
 from tests.support.marks import KEY
 
+from greenlight.adapters import decisions
 from greenlight.adapters.auditlog import AuditLog
 from greenlight.adapters.decisions import DecisionRefused, DecisionService
 from greenlight.adapters.ledger import Ledger
@@ -48,6 +50,7 @@ async def desk(tmp_path: Path) -> AsyncIterator[Desk]:
     audit = AuditLog(tmp_path / "audit.log", key=b"k" * 32)
     refusals = RefusalLog(audit)
     ledger = Ledger()
+    ledger.listed.set()  # the requests were listed
     yield Desk(kube, audit, refusals, ledger, DecisionService(kube, refusals, ledger, KEY))
     await refusals.close()
     audit.close()
@@ -158,6 +161,30 @@ async def test_find_request_by_uid_uses_the_ledger_and_lists_nothing(desk: Desk)
     assert found is not None
     assert (found.namespace, found.name, found.uid) == (NS, NAME, uid)
     assert "pages" not in desk.kube.calls
+
+
+async def test_a_click_before_the_first_list_waits_for_it(desk: Desk) -> None:
+    body = create_request(desk.kube, NS, NAME)
+    desk.ledger.listed.clear()  # just started: nothing listed yet
+
+    lookup = asyncio.create_task(desk.service.find_request_by_uid(body["metadata"]["uid"]))
+    await asyncio.sleep(0.05)
+    assert not lookup.done()
+    desk.ledger.place(Request.parse(body, KEY))  # the list found it, with work left to do
+    desk.ledger.listed.set()
+
+    found = await lookup
+    assert found is not None
+    assert found.uid == body["metadata"]["uid"]
+
+
+async def test_a_click_on_an_unknown_uid_before_any_list_is_refused_after_the_wait(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desk.ledger.listed.clear()
+    monkeypatch.setattr(decisions, "LISTED_WAIT", 0.05)
+
+    assert await desk.service.find_request_by_uid("uid-unknown") is None
 
 
 async def test_find_request_by_uid_does_not_return_a_recreated_namesake(desk: Desk) -> None:

@@ -88,6 +88,27 @@ async def test_the_list_catches_up_then_the_watch_sees_new_requests(bed: Bed) ->
     assert bed.converger.clock.armed == len(names) + 1
 
 
+async def test_a_listed_request_is_located_before_it_is_caught_up(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uids = [create_request(bed.kube, NS, f"r{i}")["metadata"]["uid"] for i in range(4)]
+    held = asyncio.Event()
+
+    async def held_back(*_: Any, **__: Any) -> None:
+        await held.wait()
+
+    monkeypatch.setattr(bed.converger, "reconcile", held_back)
+    bed.gate._set(True)
+    await until(lambda: bed.converger.ledger.listed.is_set())
+
+    assert not bed.watch.listed.is_set(), "nothing caught up yet"
+    assert [bed.converger.ledger.locate(uid) for uid in uids] == [(NS, f"r{i}") for i in range(4)]
+    held.set()
+    await until(lambda: bed.watch.listed.is_set())
+    bed.gate._set(False)
+    await until(lambda: not bed.converger.ledger.listed.is_set())
+
+
 async def test_a_request_deleted_while_no_watch_ran_is_forgotten_and_recorded(bed: Bed) -> None:
     create_request(bed.kube, NS, "kept")
     create_request(bed.kube, NS, "gone")

@@ -80,6 +80,7 @@ class Converger:
         if self.settled(request):
             self.track(request)
             return False
+        self.ledger.place(request)
         return True
 
     def stand_by(self) -> None:

@@ -10,6 +10,8 @@ the operator sees it persisted on the object, so a write the API server refused 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +24,10 @@ from greenlight.core.request import Request
 from greenlight.core.stamps import DecisionRecord, record_key
 from greenlight.core.timefmt import now
 from greenlight.kube import Kube, NotFound
+
+# How long a chat click waits for the first list of the requests after a start (the click was
+# acknowledged already, and Teams waits for the answer to its invoke).
+LISTED_WAIT = 5.0
 
 
 class DecisionRefused(Exception):
@@ -103,8 +109,15 @@ class DecisionService:
         return Request.parse(await self.kube.get(namespace, name), self.marks_key).view()
 
     async def find_request_by_uid(self, uid: str) -> RequestView | None:
-        """A live request by uid (chat buttons name the uid); None when it is gone or unknown."""
+        """A live request by uid (chat buttons name the uid); None when it is gone or unknown.
+
+        Right after a start (or a takeover) the requests are not listed yet: a click then waits
+        for the list, up to LISTED_WAIT seconds, instead of being told its request is gone."""
         location = self.ledger.locate(uid)
+        if location is None and not self.ledger.listed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ledger.listed.wait(), LISTED_WAIT)
+            location = self.ledger.locate(uid)
         if location is None:
             return None
         try:

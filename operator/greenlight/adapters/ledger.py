@@ -2,7 +2,9 @@
 
 Keyed by uid, small and bounded by the number of live requests (no bodies, no plans):
 
-- where it is (namespace, name), so that a chat button, which names a uid, finds its request;
+- where it is (namespace, name), so that a chat button, which names a uid, finds its request
+  (`listed` tells when a uid it does not know is not a live request: once every watched scope
+  was listed, since this replica became active);
 - when it was created, while it is pending: the pending gauges
   (`greenlight_requests_pending`, `greenlight_oldest_pending_request_age_seconds`);
 - when its execution was claimed, while no finish is reported: the unfinished-execution
@@ -16,6 +18,7 @@ Keyed by uid, small and bounded by the number of live requests (no bodies, no pl
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -35,6 +38,12 @@ class Ledger:
     _versions: dict[str, int] = field(default_factory=dict)
     _deleters: dict[str, str] = field(default_factory=dict)
     _running: dict[str, float] = field(default_factory=dict)
+    listed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def place(self, request: Request) -> None:
+        """Remember where `request` is before it is reconciled (a list found work left on it),
+        so that a chat button on it finds it meanwhile."""
+        self.where[request.uid] = (request.namespace, request.name)
 
     def saw(self, request: Request) -> None:
         """Remember `request` as reconciled at its resourceVersion, with its current status."""
@@ -79,6 +88,7 @@ class Ledger:
 
     def clear(self) -> None:
         """Forget every request (this replica stands by: another one tracks them)."""
+        self.listed.clear()
         for uid in list(self.where):
             self.forget(uid)
 

@@ -57,6 +57,7 @@ class RequestWatch:
         self._event_slots = asyncio.Semaphore(events)
         self._tasks: set[asyncio.Task[None]] = set()
         self.listed = asyncio.Event()  # set once a list was read and caught up
+        self._scopes_listed: set[str | None] = set()
 
     async def run(self) -> None:
         while True:
@@ -72,6 +73,7 @@ class RequestWatch:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             self.listed.clear()
+            self._scopes_listed.clear()
             self._converger.stand_by()
             _log.info("standing by: the requests are no longer watched here")
 
@@ -101,6 +103,9 @@ class RequestWatch:
                 gone = {"metadata": {"uid": uid, "namespace": ns, "name": name}}
                 await self._event("DELETED", gone)
         heap.trim()  # the pages are gone: give their memory back now
+        self._scopes_listed.add(namespace)
+        if self._scopes_listed.issuperset(self._scopes):
+            self._converger.ledger.listed.set()  # a uid the ledger does not know is gone
         self._spawn(self._catch_up(namespace, todo))
         return version
 
