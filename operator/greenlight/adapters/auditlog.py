@@ -138,7 +138,9 @@ class AuditLog:
         self._listeners: list[Listener] = []
         self._refusal: str | None = None
         self._torn: int | None = None  # where a torn last line starts
-        self._trailing = 0  # whole lines after the last record that are no record
+        # Byte offsets: where the record the head file names ends, and where the whole lines end.
+        self._after_head: int | None = None
+        self._whole_end = 0
         self._file_head: chain.Head | None = None
         self._file_head_error: str | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +171,10 @@ class AuditLog:
             self._file_head_error = str(exc)
         if not self.path.exists():
             return
+        head_seq = self._file_head.seq if self._file_head is not None else None
         offset = 0
+        if head_seq == 0:
+            self._after_head = 0
         with self.path.open("rb") as handle:  # line by line: the log may be far larger than RAM
             for raw in handle:
                 if not raw.endswith(b"\n"):
@@ -179,15 +184,15 @@ class AuditLog:
                 try:
                     record = json.loads(raw)
                 except ValueError:
-                    self._trailing += 1
                     continue
                 self._note_loaded(record)
+                if self._after_head is None and self._seq == head_seq:
+                    self._after_head = offset
+        self._whole_end = offset
 
     def _note_loaded(self, record: object) -> None:
         if not isinstance(record, dict):
-            self._trailing += 1
             return
-        self._trailing = 0
         self._seq = int(record.get("seq", self._seq))
         self._prev = str(record.get("hash", self._prev))
         if record.get("event_id"):
@@ -257,11 +262,11 @@ class AuditLog:
         continue the head's chain and carry the key's MAC; anything else past the head (a line
         that is no record, a forged record) raises AuditChainBroken. Without a key nothing can
         be told apart, so nothing is adopted: the head moves at the next write. Call after
-        `check_against`."""
-        head = self._file_head
-        if self.key is None or head is None or (self._seq <= head.seq and not self._trailing):
+        `check_against`, at start (the offsets it reads are the log's as it was opened)."""
+        head, start = self._file_head, self._after_head
+        if self.key is None or head is None or start is None or start == self._whole_end:
             return 0
-        with contextlib.closing(self._lines_after(head.seq)) as lines:
+        with contextlib.closing(self._lines_between(start, self._whole_end)) as lines:
             result = chain.verify(lines, key=self.key, after=head)
         end = (result.last.seq, result.last.hash) if result.last is not None else None
         if not result.ok or end != (self._seq, self._prev):
@@ -282,7 +287,7 @@ class AuditLog:
                 error=str(exc),
             )
             return 0
-        self._file_head = self.head
+        self._file_head, self._after_head = self.head, self._whole_end
         _log.warning(
             "audit records past the head file adopted (the operator stopped before moving it)",
             head_seq=head.seq,
@@ -291,22 +296,12 @@ class AuditLog:
         )
         return adopted
 
-    def _lines_after(self, seq: int) -> Generator[str]:
-        """The whole lines after record `seq`, up to a torn last line."""
-        found, offset = seq == 0, 0
+    def _lines_between(self, start: int, end: int) -> Generator[str]:
+        """The log's lines from byte `start` to byte `end` (both at line boundaries)."""
         with self.path.open("rb") as handle:
-            for raw in handle:
-                if self._torn is not None and offset >= self._torn:
-                    return
-                offset += len(raw)
-                if found:
-                    yield raw.decode("utf-8", errors="replace")
-                    continue
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                found = isinstance(record, dict) and record.get("seq") == seq
+            handle.seek(start)
+            while handle.tell() < end:
+                yield handle.readline().decode("utf-8", errors="replace")
 
     def _hash_at(self, seq: int) -> str | None:
         if seq == self._seq:
