@@ -19,7 +19,7 @@ import aiohttp
 
 from greenlight.core.model import GROUP, PLURAL, VERSION
 from greenlight.devcluster import ControlPlane
-from greenlight.kube import auth_headers, load_client_config, ssl_context
+from greenlight.kube import Credentials, load_client_config
 
 Obj = dict[str, Any]
 
@@ -41,14 +41,15 @@ class ApiClient:
     """One aiohttp session against the control plane, as the admin or an impersonated user."""
 
     def __init__(self, plane: ControlPlane, *, connections: int = 64) -> None:
-        credentials = load_client_config(str(plane.kubeconfig))
-        self.server = str(credentials.configuration.host)
+        client = load_client_config(str(plane.kubeconfig))
+        credentials = Credentials.of_client(client)
+        self.server = credentials.server
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ssl_context(credentials), limit=connections),
+            connector=aiohttp.TCPConnector(ssl=credentials.ssl_context(), limit=connections),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-            headers=auth_headers(credentials),
+            headers=credentials.headers(),
         )
-        credentials.close()  # type: ignore[no-untyped-call]  # kubernetes leaves it unannotated
+        client.close()  # type: ignore[no-untyped-call]  # kubernetes leaves it unannotated
 
     async def close(self) -> None:
         await self._session.close()

@@ -39,7 +39,7 @@ from greenlight.adapters.webhookserver import WebhookServer
 from greenlight.adapters.webhookserver import routes as webhook_routes
 from greenlight.config import Settings
 from greenlight.core.stamps import derive_key
-from greenlight.kube import Kube
+from greenlight.kube import Kube, operator_credentials
 from greenlight.telemetry import health, heap, logs, metrics, traces
 
 _log = structlog.get_logger("greenlight.operator")
@@ -68,6 +68,13 @@ def run(settings: Settings) -> None:
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
         memo=kopf.Memo(settings=settings, identity=identity),
     )
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials are Greenlight's (`kube.operator_credentials`), read afresh on each
+    login (kopf logs in again when the API server answers 401)."""
+    return operator_credentials().current()
 
 
 @kopf.on.startup()
@@ -103,7 +110,7 @@ async def _start(
         audit = AuditLog(config.audit_file, key=key)
     except AuditLogLocked as exc:
         raise kopf.PermanentError(str(exc)) from exc
-    memo["audit_anchor_task"] = await auditanchor.guard(audit, kube.api_client, config)
+    memo["audit_anchor_task"] = await auditanchor.guard(audit, kube, config)
     marks_key = derive_key(key or load_or_create_key(config.audit_file.parent / "marks.key"))
     refusals = RefusalLog(audit)
     memo["refusals"] = refusals
@@ -115,7 +122,7 @@ async def _start(
     )
     if config.receipt_keys_namespace:
         await receiptkeys.publish(
-            kube.api_client, config.receipt_keys_namespace, config.receipt_keys_name, signer
+            kube, config.receipt_keys_namespace, config.receipt_keys_name, signer
         )
     converger = Converger(
         kube,
@@ -127,7 +134,7 @@ async def _start(
     )
     memo["converger"] = converger
     policies = PolicyIndex()
-    memo["policy_tasks"] = policies.start(kube.api_client)
+    memo["policy_tasks"] = policies.start(kube.credentials)
     if not await policies.synced(within=30):
         # Admission refuses creates (503) until they are listed: failing closed.
         _log.warning("the approval policies are not listed yet; creates wait for them")
@@ -156,7 +163,7 @@ async def _start(
         if config.peering
         else ActiveGate.standalone()
     )
-    memo["peer_tasks"] = gate.start(kube.api_client)
+    memo["peer_tasks"] = gate.start(kube.credentials)
     watch = RequestWatch(
         kube, converger, config.namespaces, gate, page=LIST_PAGE, catch_up=CATCH_UP
     )
@@ -165,7 +172,7 @@ async def _start(
     if config.webhook_manage:
         memo["webhook_task"] = asyncio.create_task(
             webhookconfig.register_when_listening(
-                kube.api_client, config.webhook_host, config.webhook_port, webhook_ca, operator.user
+                kube, config.webhook_host, config.webhook_port, webhook_ca, operator.user
             )
         )
     if config.health_checks_file is not None:

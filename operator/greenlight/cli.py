@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 
@@ -37,6 +37,7 @@ EXIT_NO_RECEIPT = 8
 EXIT_EXEC_REFUSED = 125
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,24 +46,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_ERROR
-    expected: tuple[type[Exception], ...] = (ValueError, OSError, *_client_errors())
     try:
         result: int = args.run(args)
     except KeyboardInterrupt:
         return 130
-    except expected as exc:
+    except Exception as exc:
+        if not isinstance(exc, _expected_errors()):
+            raise
         print(f"greenlight: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return result
 
 
-def _client_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean "could not talk to the cluster or it said no" (exit 1, no traceback)."""
-    from kubernetes.config import ConfigException
-
-    from greenlight.client import GreenlightError
-
-    return GreenlightError, ConfigException
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean "bad input, could not talk to the cluster, or it said no" (exit 1, no
+    traceback). The SDK's and the official client's are looked up only when their modules are
+    loaded (nothing else can have raised them), so the operator imports neither."""
+    errors: list[type[Exception]] = [ValueError, OSError]
+    if "greenlight.client" in sys.modules:
+        errors.append(sys.modules["greenlight.client"].GreenlightError)
+    if "kubernetes.config" in sys.modules:
+        errors.append(sys.modules["kubernetes.config"].ConfigException)
+    return tuple(errors)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -318,7 +323,10 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _operator(args: argparse.Namespace) -> int:
-    from greenlight import app, config
+    from greenlight.core.imports import absent
+
+    with absent("kubernetes", "rich"):  # optional integrations of kopf and structlog
+        from greenlight import app, config
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
     if overrides.get("namespaces"):
@@ -721,7 +729,6 @@ def _audit_reset(args: argparse.Namespace) -> int:
     from greenlight.adapters.auditlog import AuditLog, AuditLogLocked
 
     key = args.key_file.read_bytes().strip() if args.key_file else None
-    anchor = _anchor_store(args)
     try:
         previous = _read_anchor(args)
     except audit.HeadError as exc:
@@ -729,7 +736,7 @@ def _audit_reset(args: argparse.Namespace) -> int:
             f"greenlight: the old anchor is unreadable ({exc}); resetting anyway", file=sys.stderr
         )
         previous = None
-    actor = _cluster_user(anchor) if anchor is not None else getpass.getuser()
+    actor = _on_anchor(args, _cluster_user) if args.anchor else getpass.getuser()
     try:
         log = AuditLog(args.file, key=key)
     except AuditLogLocked as exc:
@@ -739,27 +746,40 @@ def _audit_reset(args: argparse.Namespace) -> int:
         head = log.head
     finally:
         log.close()
-    if anchor is not None:
-        _api(lambda: anchor.write(head, args.file.name))
+    if args.anchor:
+        _on_anchor(args, lambda anchor: anchor.write(head, args.file.name))
     elif args.anchor_file is not None:
         args.anchor_file.write_text(json.dumps(head.to_json()) + "\n")
     print(
         f"{args.file}: chain reset by {actor} at record {record['seq']}; "
-        f"the head{' and anchor' if anchor or args.anchor_file else ''} now record {head.seq}"
+        f"the head{' and anchor' if args.anchor or args.anchor_file else ''} now record {head.seq}"
     )
     return 0
 
 
-def _anchor_store(args: argparse.Namespace) -> Any:
-    if not args.anchor:
-        return None
+def _on_anchor(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) -> T:
+    """`work(anchor)` on the anchor ConfigMap named by --anchor, over one connection closed
+    afterwards; an API refusal becomes a one-line message (exit 1)."""
+    import asyncio
+
     from greenlight.adapters.auditanchor import AuditAnchor
-    from greenlight.kube import load_client_config
+    from greenlight.kube import ApiError, Conflict, Credentials, Kube, load_client_config
 
     namespace, _, name = args.anchor.partition("/")
     if not namespace or not name:
         raise ValueError(f"--anchor {args.anchor!r}: expected NAMESPACE/NAME")
-    return AuditAnchor(load_client_config(), namespace, name)
+
+    async def run() -> T:
+        kube = Kube(Credentials.of_client(load_client_config()))
+        try:
+            return await work(AuditAnchor(kube, namespace, name))
+        finally:
+            await kube.close()
+
+    try:
+        return asyncio.run(run())
+    except (ApiError, Conflict) as exc:
+        raise ValueError(f"the Kubernetes API refused: {exc}") from None
 
 
 def _read_anchor(args: argparse.Namespace) -> audit.Head | None:
@@ -774,24 +794,19 @@ def _read_anchor(args: argparse.Namespace) -> audit.Head | None:
         if isinstance(data, dict) and isinstance(data.get("data"), dict):
             data = data["data"]
         return audit.parse_head(data, source=source)
-    anchor = _anchor_store(args)
-    if anchor is None:
+    if not args.anchor:
         return None
-    head: audit.Head | None = _api(anchor.read)
+    head: audit.Head | None = _on_anchor(args, lambda anchor: anchor.read())
     if head is None:
-        raise audit.HeadError(f"the anchor {anchor} does not exist (deleted, or a wrong name)")
+        raise audit.HeadError(
+            f"the anchor ConfigMap {args.anchor} does not exist (deleted, or a wrong name)"
+        )
     return head
 
 
-def _cluster_user(anchor: Any) -> str:
-    from kubernetes import client
-
-    review = _api(
-        lambda: client.AuthenticationV1Api(anchor.api_client).create_self_subject_review(
-            client.V1SelfSubjectReview()
-        )
-    )
-    return str(review.status.user_info.username)
+async def _cluster_user(anchor: Any) -> str:
+    """Who the cluster says we are (a SelfSubjectReview)."""
+    return str((await anchor.kube.whoami()).user)
 
 
 def _api(call: Any) -> Any:

@@ -1,13 +1,17 @@
 """The Kubernetes API, as the operator, the SDK, the CLI and the bench reach it.
 
-One place decides where the credentials come from (`load_client_config`) and how a client
-speaks TLS to the API server (`ssl_context`, `auth_headers`).
+`Credentials` is where the API server is and how to prove who we are, as kopf's own
+`ConnectionInfo` (so kopf and Greenlight log in the same way), read again while it may
+change. `operator_credentials` finds them as the operator runs: the pod's service account,
+else a kubeconfig that kopf's reader understands (a token or a client certificate), else the
+official client's loader, which also runs exec plugins and auth providers.
 
-`Kube` is the operator's own access to ApprovalRequests, reviews and Events. It speaks HTTP
-with aiohttp on the operator's event loop: the official client is synchronous (a thread per
-call) and validates every call's arguments with pydantic, which made the client the largest
-cost of a request after the webhook itself (docs/benchmarks.md). The official client still
-loads the credentials, and serves the SDK and the CLI.
+`Kube` is the operator's own access to ApprovalRequests, reviews, Events and the few other
+objects it writes. It speaks HTTP with aiohttp on the operator's event loop: the official client
+is synchronous (a thread per call) and validates every call's arguments with pydantic, which made
+the client the largest cost of a request after the webhook itself (docs/benchmarks.md). The
+operator does not import the official client unless its kubeconfig needs the official loader;
+the SDK and the CLI use it (`load_client_config`).
 """
 
 from __future__ import annotations
@@ -16,18 +20,22 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
-import kubernetes
 import structlog
 from opentelemetry import trace
 
 from greenlight.core.model import GROUP, KIND, PLURAL, VERSION, Identity
 from greenlight.telemetry import traces
+
+if TYPE_CHECKING:
+    import kopf
+    import kubernetes
 
 _tracer = trace.get_tracer("greenlight.operator")
 _log = structlog.get_logger("greenlight.kube")
@@ -39,7 +47,7 @@ REQUEST_TIMEOUT = 30.0
 WATCH_SECONDS = 300
 # The longest line a watch may send (one object; etcd stores at most about 1.5 MiB).
 MAX_EVENT_BYTES = 4 * 1024 * 1024
-# How long a bearer token read from the credentials is reused (a pod's token file is reread).
+# How long credentials read once are reused (a pod's token file is reread after this).
 AUTH_REFRESH = 10.0
 # Events are best effort: at most this many posts in flight, the rest are dropped (and logged).
 EVENTS_IN_FLIGHT = 64
@@ -64,9 +72,116 @@ class ApiError(Exception):
         self.message = message
 
 
+class NoCredentials(ValueError):
+    """No credentials for the API server could be found or read."""
+
+
+class Credentials:
+    """Where the API server is and how to prove who we are: `read()` gives a
+    `kopf.ConnectionInfo`, called again when `refresh` seconds have passed since the last
+    read. One TLS context serves every connection (built from the first read)."""
+
+    def __init__(
+        self, read: Callable[[], kopf.ConnectionInfo], refresh: float = AUTH_REFRESH
+    ) -> None:
+        self._read = read
+        self._refresh = refresh
+        self._info = read()
+        self._at = time.monotonic()
+        self._ssl: ssl.SSLContext | None = None
+
+    @property
+    def server(self) -> str:
+        return str(self._info.server).rstrip("/")
+
+    def current(self) -> kopf.ConnectionInfo:
+        if time.monotonic() - self._at >= self._refresh:
+            self._info, self._at = self._read(), time.monotonic()
+        return self._info
+
+    def headers(self) -> dict[str, str]:
+        """The `Authorization` header, if the credentials carry a token or a password."""
+        return self.current().as_http_headers()
+
+    def ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = self._info.as_ssl_context()
+        return self._ssl
+
+    @classmethod
+    def of_client(cls, api_client: kubernetes.client.ApiClient) -> Credentials:
+        """The credentials an official `ApiClient` holds (its refresh hook runs on each read,
+        so an exec plugin's token is renewed when it expires)."""
+        return cls(lambda: _client_info(api_client))
+
+
+def _client_info(api_client: kubernetes.client.ApiClient) -> kopf.ConnectionInfo:
+    import kopf
+
+    configuration = api_client.configuration
+    bearer = configuration.auth_settings().get("BearerToken")
+    header = str(bearer["value"]) if bearer and bearer.get("value") else ""
+    scheme, _, token = header.rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=str(configuration.host),
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def operator_credentials() -> Credentials:
+    """The operator's credentials: the pod's service account (its token file reread every
+    AUTH_REFRESH seconds); else `$KUBECONFIG` or `~/.kube/config` as kopf reads it, when its
+    user has a token or a client certificate and every file it names is an absolute path;
+    else the official client's loader (exec plugins, auth providers, relative paths)."""
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    if kopf.login_with_service_account(settings=settings) is not None:
+
+        def service_account() -> kopf.ConnectionInfo:
+            info = kopf.login_with_service_account(settings=settings)
+            if info is None:
+                raise NoCredentials("the pod's service account token disappeared")
+            return info
+
+        return Credentials(service_account)
+    try:
+        info = kopf.login_with_kubeconfig(settings=settings)
+    except (OSError, KeyError, kopf.LoginError) as exc:
+        raise NoCredentials(f"cannot read the kubeconfig: {exc}") from None
+    if info is not None and _understood(info):
+        return Credentials(lambda: info, refresh=float("inf"))
+    try:
+        return Credentials.of_client(load_client_config())
+    except Exception as exc:  # the official loader's ConfigException, or a file it cannot read
+        raise NoCredentials(f"no credentials for the Kubernetes API: {exc}") from None
+
+
+def _understood(info: kopf.ConnectionInfo) -> bool:
+    """kopf's kubeconfig reader found credentials it can use as they are: a token, a password
+    or a client certificate, and no path relative to the kubeconfig's folder (kopf would read
+    it from the working directory)."""
+    paths = [info.ca_path, info.certificate_path, info.private_key_path]
+    if any(p is not None and not Path(str(p)).is_absolute() for p in paths):
+        return False
+    certificate = bool(info.certificate_path or info.certificate_data)
+    key = bool(info.private_key_path or info.private_key_data)
+    return bool(info.token or (info.username and info.password) or (certificate and key))
+
+
 def load_client_config(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
-    """The credentials to use: `kubeconfig` when given; else the pod's service account when
-    running in a pod; else the default kubeconfig (`$KUBECONFIG` or `~/.kube/config`)."""
+    """The official client, for the SDK and the CLI: `kubeconfig` when given; else the pod's
+    service account when running in a pod; else the default kubeconfig (`$KUBECONFIG` or
+    `~/.kube/config`)."""
+    import kubernetes
+
     configuration = kubernetes.client.Configuration()
     if kubeconfig is None:
         try:
@@ -85,25 +200,6 @@ def load_client_config(kubeconfig: str | None = None) -> kubernetes.client.ApiCl
     return kubernetes.client.ApiClient(configuration)
 
 
-def ssl_context(api_client: kubernetes.client.ApiClient) -> ssl.SSLContext:
-    """The client's TLS settings (server CA, client certificate) as an `ssl.SSLContext`."""
-    configuration = api_client.configuration
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
-    if configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    if not configuration.verify_ssl:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def auth_headers(api_client: kubernetes.client.ApiClient) -> dict[str, str]:
-    """The `Authorization` header the client sends (a bearer token), if its credentials have one."""
-    bearer = api_client.configuration.auth_settings().get("BearerToken")
-    token = bearer["value"] if bearer else None  # refreshed from the file in a pod
-    return {"Authorization": str(token)} if token else {}
-
-
 def _requests_path(namespace: str | None, name: str = "", subresource: str = "") -> str:
     base = f"/apis/{GROUP}/{VERSION}"
     scope = f"/namespaces/{quote(namespace, safe='')}" if namespace is not None else ""
@@ -118,30 +214,20 @@ def _requests_path(namespace: str | None, name: str = "", subresource: str = "")
 class Kube:
     """Typed, async access to ApprovalRequests, reviews and events."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
-        self.api_client = api_client or load_client_config()
-        self._host = str(self.api_client.configuration.host).rstrip("/")
+    def __init__(self, credentials: Credentials | None = None) -> None:
+        self.credentials = credentials or operator_credentials()
+        self._host = self.credentials.server
         self._session: aiohttp.ClientSession | None = None
-        self._auth: tuple[float, dict[str, str]] = (-AUTH_REFRESH, {})
         self._posting: set[asyncio.Task[None]] = set()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ssl_context(self.api_client), limit=POOL),
+                connector=aiohttp.TCPConnector(ssl=self.credentials.ssl_context(), limit=POOL),
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
                 read_bufsize=MAX_EVENT_BYTES,
             )
         return self._session
-
-    def _auth_headers(self) -> dict[str, str]:
-        """`auth_headers`, read again every AUTH_REFRESH seconds: reading them runs the
-        credentials' refresh hook, which costs more than the rest of a call."""
-        at, headers = self._auth
-        if time.monotonic() - at >= AUTH_REFRESH:
-            headers = auth_headers(self.api_client)
-            self._auth = (time.monotonic(), headers)
-        return headers
 
     async def close(self) -> None:
         for task in list(self._posting):
@@ -161,7 +247,7 @@ class Kube:
     ) -> dict[str, Any]:
         """One call as a `k8s <verb> <resource>` span; the decoded answer, or Conflict,
         NotFound or ApiError."""
-        headers = self._auth_headers() | {"Accept": "application/json"}
+        headers = self.credentials.headers() | {"Accept": "application/json"}
         data = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":")).encode()
@@ -219,12 +305,14 @@ class Kube:
         # Its own connection, outside the pool that the calls share.
         async with (
             aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ssl_context(self.api_client)),
+                connector=aiohttp.TCPConnector(ssl=self.credentials.ssl_context()),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=seconds + 30),
                 read_bufsize=MAX_EVENT_BYTES,
             ) as session,
             session.get(
-                self._host + _requests_path(namespace), params=params, headers=self._auth_headers()
+                self._host + _requests_path(namespace),
+                params=params,
+                headers=self.credentials.headers(),
             ) as response,
         ):
             if response.status >= 400:
@@ -290,6 +378,40 @@ class Kube:
         if not info.get("username"):
             raise RuntimeError("the API server did not say who these credentials belong to")
         return Identity(user=str(info["username"]), groups=tuple(info.get("groups") or ()))
+
+    async def read_object(self, path: str, span: str) -> dict[str, Any] | None:
+        """Any object by its API path (`span` names the call); None when it does not exist."""
+        try:
+            return await self._request(span, "GET", path)
+        except NotFound:
+            return None
+
+    async def merge_or_create(self, collection: str, body: Mapping[str, Any], span: str) -> None:
+        """Merge `body` into the object `collection/<its name>`, or create it when absent."""
+        name = quote(str(body["metadata"]["name"]), safe="")
+        try:
+            await self._request(
+                f"k8s patch {span}",
+                "PATCH",
+                f"{collection}/{name}",
+                body,
+                content_type="application/merge-patch+json",
+            )
+        except NotFound:
+            await self._request(f"k8s create {span}", "POST", collection, body)
+
+    async def replace_or_create(self, collection: str, body: Mapping[str, Any], span: str) -> None:
+        """Make the object `collection/<its name>` exactly `body` (created when absent)."""
+        name = quote(str(body["metadata"]["name"]), safe="")
+        current = await self.read_object(f"{collection}/{name}", f"k8s get {span}")
+        if current is None:
+            await self._request(f"k8s create {span}", "POST", collection, body)
+            return
+        version = (current.get("metadata") or {}).get("resourceVersion")
+        replacement = dict(body) | {
+            "metadata": dict(body["metadata"]) | {"resourceVersion": version}
+        }
+        await self._request(f"k8s replace {span}", "PUT", f"{collection}/{name}", replacement)
 
     def post_event(
         self, namespace: str, name: str, uid: str, reason: str, message: str, kind: str = "Normal"

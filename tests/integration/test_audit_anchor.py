@@ -25,6 +25,7 @@ from greenlight.adapters import auditanchor, auditlog
 from greenlight.adapters.auditlog import AuditLog, AuditWriteError, head_path
 from greenlight.config import Settings
 from greenlight.devcluster import ControlPlane, identity
+from greenlight.kube import Credentials, Kube
 
 __all__ = ["without_shared_operator"]
 
@@ -58,7 +59,8 @@ async def anchored_log(tmp_path: Path, kube_client: Any, namespace: str) -> Asyn
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path, key=KEY)
     settings = Settings(audit_file=path, audit_anchor_namespace=namespace)
-    task = await auditanchor.guard(log, kube_client, settings)
+    kube = Kube(Credentials.of_client(kube_client))
+    task = await auditanchor.guard(log, kube, settings)
     assert task is not None
     for number in range(5):
         await log.record("decision_attempted", request=None, actor=f"u{number}", outcome="ok")
@@ -70,6 +72,7 @@ async def anchored_log(tmp_path: Path, kube_client: Any, namespace: str) -> Asyn
     yield log
     task.cancel()
     log.close()
+    await kube.close()
 
 
 def verify(cli: GreenlightCli, path: Path, key_file: Path, *args: str) -> Any:

@@ -23,6 +23,7 @@ from greenlight.core import receipts
 from greenlight.core.dsse import Signer, parse_public_keys
 from greenlight.core.timefmt import format_time, now
 from greenlight.devcluster import ControlPlane
+from greenlight.kube import Credentials, Kube
 
 PLAN = "- aws:s3:Bucket logs\n"
 
@@ -159,12 +160,20 @@ def test_valid_for_outside_1m_to_24h_is_refused_by_the_api_server(
         assert message in done.stderr
 
 
+async def publish(kube_client: Any, namespace: str, signer: Signer) -> None:
+    kube = Kube(Credentials.of_client(kube_client))
+    try:
+        await receiptkeys.publish(kube, namespace, "receipt-keys", signer)
+    finally:
+        await kube.close()
+
+
 def test_published_keys_keep_receipts_of_a_rotated_key_verifiable(
     kube_client: Any, namespace: str, cli: GreenlightCli, tmp_path: Path
 ) -> None:
     old, new = Signer(Ed25519PrivateKey.generate()), Signer(Ed25519PrivateKey.generate())
     for signer in (old, new, new):  # a restart publishes the same key again
-        asyncio.run(receiptkeys.publish(kube_client, namespace, "receipt-keys", signer))
+        asyncio.run(publish(kube_client, namespace, signer))
     where = f"{namespace}/receipt-keys"
 
     printed = cli("receipt", "keys", "--keys-configmap", where)

@@ -698,7 +698,7 @@ class FakeAnchor:
         self.writes: list[audit.Head] = []
         self.failures = failures
 
-    def write(self, head: audit.Head, log_file: str) -> None:
+    async def write(self, head: audit.Head, log_file: str) -> None:
         if self.failures:
             self.failures -= 1
             raise OSError("API server unreachable")

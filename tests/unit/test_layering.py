@@ -111,3 +111,52 @@ def test_the_package_has_no_import_circle() -> None:
 
     for module in sorted(graph):
         visit(module, (module,))
+
+
+OPERATOR_IMPORT = (
+    "from greenlight.core.imports import absent\n"
+    "with absent('kubernetes', 'rich'):\n"
+    "    import greenlight.app\n"
+)
+NOT_IN_THE_OPERATOR = {"kubernetes", "rich", "pygments", "google", "requests", "urllib3"}
+
+
+def test_the_operator_runs_without_the_official_client_rich_or_the_otlp_exporter() -> None:
+    """As `greenlight operator` imports it (cli._operator): nothing of the operator needs the
+    official client, and tracing without an exporter configured needs no protobuf."""
+    loaded = modules_loaded_by(OPERATOR_IMPORT, prefix="")
+
+    assert {"greenlight.app", "kopf", "structlog"} <= loaded
+    assert not {m for m in loaded if m.split(".")[0] in NOT_IN_THE_OPERATOR}
+
+
+def test_packages_kept_absent_import_as_usual_afterwards() -> None:
+    loaded = modules_loaded_by(OPERATOR_IMPORT + "import kubernetes.client, rich", prefix="")
+
+    assert {"kubernetes.client", "rich"} <= loaded
+
+
+def test_an_absent_package_cannot_be_imported_inside_the_block() -> None:
+    program = (
+        "from greenlight.core.imports import absent\n"
+        "with absent('rich'):\n"
+        "    try:\n"
+        "        import rich.console\n"
+        "    except ImportError:\n"
+        "        print('refused')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert done.stdout.strip() == "refused"
+
+
+def test_a_package_already_imported_is_left_alone() -> None:
+    from greenlight.core.imports import absent
+
+    with absent("json"):
+        import json
+
+        assert json.dumps(1) == "1"
+    assert sys.modules["json"] is json

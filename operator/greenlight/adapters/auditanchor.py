@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from urllib.parse import quote
 
-import kubernetes
 import structlog
-from kubernetes.client.exceptions import ApiException
 
 from greenlight.adapters.auditlog import AuditChainBroken, AuditLog
 from greenlight.config import Settings
 from greenlight.core import audit as chain
+from greenlight.kube import Kube
 from greenlight.telemetry import metrics
 
 _log = structlog.get_logger("greenlight.audit")
@@ -45,46 +45,37 @@ def anchor_name(audit_file: Path) -> str:
 class AuditAnchor:
     """One anchor ConfigMap: `data` holds `seq`, `hash`, `mac` and the log's file name."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient, namespace: str, name: str) -> None:
-        self.api_client = api_client
+    def __init__(self, kube: Kube, namespace: str, name: str) -> None:
+        self.kube = kube
         self.namespace = namespace
         self.name = name
-        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._collection = f"/api/v1/namespaces/{quote(namespace, safe='')}/configmaps"
 
     def __str__(self) -> str:
         return f"ConfigMap {self.namespace}/{self.name}"
 
-    def read(self) -> chain.Head | None:
+    async def read(self) -> chain.Head | None:
         """The anchored head; None when there is no anchor yet. Raises chain.HeadError."""
-        try:
-            obj = self._core.read_namespaced_config_map(self.name, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return chain.parse_head(obj.data or {}, source=f"the anchor {self}")
+        path = f"{self._collection}/{quote(self.name, safe='')}"
+        obj = await self.kube.read_object(path, "k8s get configmaps")
+        if obj is None:
+            return None
+        return chain.parse_head(obj.get("data") or {}, source=f"the anchor {self}")
 
-    def write(self, head: chain.Head, log_file: str) -> None:
+    async def write(self, head: chain.Head, log_file: str) -> None:
         data = {k: str(v) for k, v in head.to_json().items()}
         data["file"] = log_file
-        try:
-            self._core.patch_namespaced_config_map(self.name, self.namespace, {"data": data})
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self._core.create_namespaced_config_map(self.namespace, self._body(data))
-
-    def _body(self, data: dict[str, str]) -> kubernetes.client.V1ConfigMap:
         labels = {
             "app.kubernetes.io/name": "greenlight",
             "app.kubernetes.io/component": "audit-anchor",
         }
-        return kubernetes.client.V1ConfigMap(
-            metadata=kubernetes.client.V1ObjectMeta(
-                name=self.name, namespace=self.namespace, labels=labels
-            ),
-            data=data,
-        )
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": self.name, "namespace": self.namespace, "labels": labels},
+            "data": data,
+        }
+        await self.kube.merge_or_create(self._collection, body, "configmaps")
 
 
 class AnchorPublisher:
@@ -120,7 +111,7 @@ class AnchorPublisher:
             if head is None or head == self.published:
                 continue
             try:
-                await asyncio.to_thread(self.anchor.write, head, self.log_file)
+                await self.anchor.write(head, self.log_file)
             except Exception as exc:  # any failure (API down, RBAC): keep the head, try again
                 _log.warning(
                     "cannot update the audit anchor", anchor=str(self.anchor), error=str(exc)
@@ -132,9 +123,7 @@ class AnchorPublisher:
             await asyncio.sleep(self.interval)
 
 
-async def guard(
-    audit: AuditLog, api_client: kubernetes.client.ApiClient, settings: Settings
-) -> asyncio.Task[None] | None:
+async def guard(audit: AuditLog, kube: Kube, settings: Settings) -> asyncio.Task[None] | None:
     """At start: check the log against its head file and anchor, and adopt the records a crash
     left past the head file (`AuditLog.adopt_tail`). When records are missing, set
     `greenlight_audit_chain_broken` to 1 and make the log refuse every write (so nothing is
@@ -143,9 +132,9 @@ async def guard(
     anchor = None
     if settings.audit_anchor_namespace:
         name = settings.audit_anchor_name or anchor_name(settings.audit_file)
-        anchor = AuditAnchor(api_client, settings.audit_anchor_namespace, name)
+        anchor = AuditAnchor(kube, settings.audit_anchor_namespace, name)
     try:
-        anchored = await asyncio.to_thread(anchor.read) if anchor is not None else None
+        anchored = await anchor.read() if anchor is not None else None
         audit.check_against(anchored, anchor_expected=anchor is not None)
         audit.adopt_tail()
     except (AuditChainBroken, chain.HeadError) as exc:

@@ -16,10 +16,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
-import kubernetes
 import structlog
 
-from greenlight.kube import auth_headers, ssl_context
+from greenlight.kube import Credentials
 
 _log = structlog.get_logger("greenlight.informer")
 PAGE = 500
@@ -66,12 +65,12 @@ class Informer:
 
     def __init__(
         self,
-        api_client: kubernetes.client.ApiClient,
+        credentials: Credentials,
         path: str,
         replace: Replace,
         apply: Apply,
     ) -> None:
-        self._api = api_client
+        self._credentials = credentials
         self._path = path
         self._replace = replace
         self._apply = apply
@@ -87,8 +86,8 @@ class Informer:
 
     def _session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
-            base_url=self._api.configuration.host,
-            connector=aiohttp.TCPConnector(ssl=ssl_context(self._api)),
+            base_url=self._credentials.server,
+            connector=aiohttp.TCPConnector(ssl=self._credentials.ssl_context()),
             read_bufsize=MAX_EVENT_BYTES,
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=10, sock_read=WATCH_SECONDS + 30
@@ -100,7 +99,7 @@ class Informer:
         token = ""
         while True:
             params = {"limit": str(PAGE)} | ({"continue": token} if token else {})
-            headers = auth_headers(self._api)  # read per call: a pod's token file rotates
+            headers = self._credentials.headers()  # a pod's token file rotates
             async with session.get(self._path, params=params, headers=headers) as response:
                 response.raise_for_status()
                 page = await response.json()
@@ -120,7 +119,7 @@ class Informer:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_SECONDS),
         }
-        headers = auth_headers(self._api)
+        headers = self._credentials.headers()
         async with session.get(self._path, params=params, headers=headers) as response:
             response.raise_for_status()
             async for line in response.content:

@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import kubernetes
 import structlog
 
 from greenlight.adapters.informer import Informer
+from greenlight.kube import Credentials
 
 _log = structlog.get_logger("greenlight.peers")
 RECHECK_SECONDS = 1.0
@@ -76,11 +76,11 @@ class ActiveGate:
         gate._set(True)
         return gate
 
-    def start(self, api_client: kubernetes.client.ApiClient) -> list[asyncio.Task[None]]:
+    def start(self, credentials: Credentials) -> list[asyncio.Task[None]]:
         if not self._paths:
             return []
         informers = [
-            Informer(api_client, path, self._replacer(path), self._applier(path))
+            Informer(credentials, path, self._replacer(path), self._applier(path))
             for path in self._paths
         ]
         tasks = [asyncio.create_task(informer.run()) for informer in informers]

@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import kubernetes
 import structlog
 
 from greenlight.adapters.informer import Informer
@@ -31,6 +30,7 @@ from greenlight.core.policies import (
     compile_policy,
 )
 from greenlight.core.timefmt import now
+from greenlight.kube import Credentials
 
 _log = structlog.get_logger("greenlight.policies")
 CLUSTER_PLURAL = "clusterapprovalpolicies"
@@ -56,22 +56,22 @@ class PolicyIndex:
         """An index of exactly these policies, never listed from a cluster (tests, benches)."""
         return cls(policies=policies or PolicySet(), _fixed=True)
 
-    def start(self, api_client: kubernetes.client.ApiClient) -> list[asyncio.Task[None]]:
+    def start(self, credentials: Credentials) -> list[asyncio.Task[None]]:
         base = f"/apis/{GROUP}/{VERSION}"
         self._informers = [
             Informer(
-                api_client,
+                credentials,
                 f"{base}/{CLUSTER_PLURAL}",
                 lambda items: self._replace(PolicyKind.CLUSTER, items),
                 lambda kind, obj: self._apply(PolicyKind.CLUSTER, kind, obj),
             ),
             Informer(
-                api_client,
+                credentials,
                 f"{base}/{NAMESPACED_PLURAL}",
                 lambda items: self._replace(PolicyKind.NAMESPACED, items),
                 lambda kind, obj: self._apply(PolicyKind.NAMESPACED, kind, obj),
             ),
-            Informer(api_client, "/api/v1/namespaces", self._replace_namespaces, self._namespace),
+            Informer(credentials, "/api/v1/namespaces", self._replace_namespaces, self._namespace),
         ]
         return [asyncio.create_task(informer.run()) for informer in self._informers]
 

@@ -9,17 +9,16 @@ rotation (old keys listed in the chart's values are rendered into the same Confi
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
+from urllib.parse import quote
 
-import kubernetes
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from kubernetes.client.exceptions import ApiException
 
 from greenlight.core.dsse import Signer, parse_private_key, public_pem
+from greenlight.kube import ApiError, Conflict, Kube, NotFound
 
 _log = structlog.get_logger("greenlight.receipts")
 
@@ -44,38 +43,26 @@ def entry_name(signer: Signer) -> str:
     return f"{signer.key_id}.pem"
 
 
-async def publish(
-    api_client: kubernetes.client.ApiClient, namespace: str, name: str, signer: Signer
-) -> None:
+async def publish(kube: Kube, namespace: str, name: str, signer: Signer) -> None:
     """Add the current public key to the ConfigMap `namespace/name` (created if absent).
     A failure is logged, not fatal: receipts are still signed, and the key can be read from
     the key file (`greenlight receipt keys --key-file`)."""
-    core = kubernetes.client.CoreV1Api(api_client)
     pem = public_pem(signer.private_key.public_key())
-    body = {"data": {entry_name(signer): pem}}
-
-    def write() -> None:
-        try:
-            core.patch_namespaced_config_map(name, namespace, body)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            core.create_namespaced_config_map(
-                namespace,
-                kubernetes.client.V1ConfigMap(
-                    metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace),
-                    data=body["data"],
-                ),
-            )
-
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {entry_name(signer): pem},
+    }
+    collection = f"/api/v1/namespaces/{quote(namespace, safe='')}/configmaps"
     try:
-        await asyncio.to_thread(write)
-    except ApiException as exc:
+        await kube.merge_or_create(collection, body, "configmaps")
+    except (ApiError, Conflict, NotFound) as exc:
         _log.error(
             "could not publish the receipt public key",
             configmap=f"{namespace}/{name}",
             keyid=signer.key_id,
-            error=f"{exc.status} {exc.reason}",
+            error=str(exc),
         )
         return
     _log.info("receipt public key published", configmap=f"{namespace}/{name}", keyid=signer.key_id)

@@ -20,16 +20,15 @@ import base64
 from typing import Any, Literal
 
 import kopf
-import kubernetes
 import structlog
 from kopf._core.engines.admission import build_webhooks
 from kopf._core.intents.causes import WebhookType
-from kubernetes.client.exceptions import ApiException
 
 from greenlight.adapters import admission as _handlers  # noqa: F401  (registers the handlers)
 from greenlight.adapters import policycheck as _policy_handlers  # noqa: F401
 from greenlight.adapters.policyindex import CLUSTER_PLURAL, NAMESPACED_PLURAL
 from greenlight.core.model import GROUP, KIND, PLURAL, VERSION
+from greenlight.kube import ApiError, Kube
 
 NAME = "greenlight.dev"
 TIMEOUT_SECONDS = 10
@@ -122,44 +121,24 @@ def configurations(
     return mutating, validating
 
 
-def register(
-    api_client: kubernetes.client.ApiClient, base_url: str, ca: bytes, operator_user: str
-) -> None:
-    """Create or replace both configurations (blocking; call it off the event loop)."""
-    api = kubernetes.client.AdmissionregistrationV1Api(api_client)
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+
+
+async def register(kube: Kube, base_url: str, ca: bytes, operator_user: str) -> None:
+    """Create or replace both configurations."""
     mutating, validating = configurations(base_url, ca, operator_user)
-    try:
-        current = api.read_mutating_webhook_configuration(NAME)
-        mutating["metadata"]["resourceVersion"] = _version(current.metadata)
-        api.replace_mutating_webhook_configuration(
-            NAME, kubernetes.client.V1MutatingWebhookConfiguration.model_validate(mutating)
-        )
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        api.create_mutating_webhook_configuration(
-            kubernetes.client.V1MutatingWebhookConfiguration.model_validate(mutating)
-        )
-    try:
-        existing = api.read_validating_webhook_configuration(NAME)
-        validating["metadata"]["resourceVersion"] = _version(existing.metadata)
-        api.replace_validating_webhook_configuration(
-            NAME, kubernetes.client.V1ValidatingWebhookConfiguration.model_validate(validating)
-        )
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-        api.create_validating_webhook_configuration(
-            kubernetes.client.V1ValidatingWebhookConfiguration.model_validate(validating)
-        )
-
-
-def _version(meta: kubernetes.client.V1ObjectMeta | None) -> str | None:
-    return meta.resource_version if meta is not None else None
+    await kube.replace_or_create(
+        f"{ADMISSION}/mutatingwebhookconfigurations", mutating, "mutatingwebhookconfigurations"
+    )
+    await kube.replace_or_create(
+        f"{ADMISSION}/validatingwebhookconfigurations",
+        validating,
+        "validatingwebhookconfigurations",
+    )
 
 
 async def register_when_listening(
-    api_client: kubernetes.client.ApiClient,
+    kube: Kube,
     host: str,
     port: int,
     ca: bytes,
@@ -182,10 +161,10 @@ async def register_when_listening(
         await writer.wait_closed()
         break
     try:
-        await asyncio.to_thread(register, api_client, f"https://{host}:{port}", ca, operator_user)
-    except ApiException as exc:
+        await register(kube, f"https://{host}:{port}", ca, operator_user)
+    except ApiError as exc:
         _log.error(
-            "cannot register the webhook configurations", status=exc.status, reason=exc.reason
+            "cannot register the webhook configurations", status=exc.status, reason=exc.message
         )
         raise
     _log.info("webhook configurations registered", url=f"https://{host}:{port}")

@@ -24,7 +24,6 @@ from datetime import datetime
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -80,6 +79,9 @@ def configure(service_name: str) -> TracerProvider:
         resource=Resource.create(attributes), sampler=None if wanted else ALWAYS_OFF
     )
     if wanted:
+        # Imported only here: the exporter brings protobuf and requests (4 MiB resident).
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
         exporter = OTLPSpanExporter()
         provider.add_span_processor(BatchSpanProcessor(exporter))
         _State.exporter = exporter
