@@ -762,24 +762,34 @@ def _on_anchor(args: argparse.Namespace, work: Callable[[Any], Awaitable[T]]) ->
     afterwards; an API refusal becomes a one-line message (exit 1)."""
     import asyncio
 
+    import aiohttp
+
     from greenlight.adapters.auditanchor import AuditAnchor
-    from greenlight.kube import ApiError, Conflict, Credentials, Kube, load_client_config
+    from greenlight.kube import ApiError, Conflict, Credentials, Kube, NotFound, load_client_config
 
     namespace, _, name = args.anchor.partition("/")
     if not namespace or not name:
         raise ValueError(f"--anchor {args.anchor!r}: expected NAMESPACE/NAME")
 
     async def run() -> T:
-        kube = Kube(Credentials.of_client(load_client_config()))
+        client = load_client_config()
+        kube = Kube(Credentials.of_client(client))
         try:
             return await work(AuditAnchor(kube, namespace, name))
         finally:
             await kube.close()
+            client.close()  # type: ignore[no-untyped-call]  # the official client has no hints
 
     try:
         return asyncio.run(run())
+    except NotFound:
+        raise ValueError(
+            f"--anchor {args.anchor}: not found (does the namespace {namespace!r} exist?)"
+        ) from None
     except (ApiError, Conflict) as exc:
         raise ValueError(f"the Kubernetes API refused: {exc}") from None
+    except aiohttp.ClientError as exc:
+        raise ValueError(f"cannot reach the Kubernetes API: {exc}") from None
 
 
 def _read_anchor(args: argparse.Namespace) -> audit.Head | None:

@@ -17,7 +17,9 @@ the SDK and the CLI use it (`load_client_config`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -28,6 +30,7 @@ from urllib.parse import quote
 
 import aiohttp
 import structlog
+import yaml
 from opentelemetry import trace
 
 from greenlight.core.model import GROUP, KIND, PLURAL, VERSION, Identity
@@ -79,7 +82,8 @@ class NoCredentials(ValueError):
 class Credentials:
     """Where the API server is and how to prove who we are: `read()` gives a
     `kopf.ConnectionInfo`, called again when `refresh` seconds have passed since the last
-    read. One TLS context serves every connection (built from the first read)."""
+    read. One TLS context serves every connection until a read names other TLS material (a
+    renewed client certificate, another CA)."""
 
     def __init__(
         self, read: Callable[[], kopf.ConnectionInfo], refresh: float = AUTH_REFRESH
@@ -87,8 +91,10 @@ class Credentials:
         self._read = read
         self._refresh = refresh
         self._info = read()
+        if not self._info.server:
+            raise NoCredentials("the credentials name no API server (the cluster's `server`)")
         self._at = time.monotonic()
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl: tuple[tuple[Any, ...], ssl.SSLContext] | None = None
 
     @property
     def server(self) -> str:
@@ -104,9 +110,19 @@ class Credentials:
         return self.current().as_http_headers()
 
     def ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = self._info.as_ssl_context()
-        return self._ssl
+        info = self.current()
+        material = (
+            info.insecure,
+            info.ca_path,
+            info.ca_data,
+            info.certificate_path,
+            info.certificate_data,
+            info.private_key_path,
+            info.private_key_data,
+        )
+        if self._ssl is None or self._ssl[0] != material:
+            self._ssl = (material, info.as_ssl_context())
+        return self._ssl[1]
 
     @classmethod
     def of_client(cls, api_client: kubernetes.client.ApiClient) -> Credentials:
@@ -137,9 +153,12 @@ def _client_info(api_client: kubernetes.client.ApiClient) -> kopf.ConnectionInfo
 
 def operator_credentials() -> Credentials:
     """The operator's credentials: the pod's service account (its token file reread every
-    AUTH_REFRESH seconds); else `$KUBECONFIG` or `~/.kube/config` as kopf reads it, when its
-    user has a token or a client certificate and every file it names is an absolute path;
-    else the official client's loader (exec plugins, auth providers, relative paths)."""
+    AUTH_REFRESH seconds; the API server at `$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`
+    as the official client finds it, so no DNS is needed); else `$KUBECONFIG` or
+    `~/.kube/config` as kopf reads it, when its user has a token, a password or a client
+    certificate, every file it names is an absolute path, and no user there gets its
+    credentials from a plugin; else the official client's loader (exec plugins, auth
+    providers and their renewal, relative paths, files it skips)."""
     import kopf
 
     settings = kopf.OperatorSettings()
@@ -149,25 +168,64 @@ def operator_credentials() -> Credentials:
             info = kopf.login_with_service_account(settings=settings)
             if info is None:
                 raise NoCredentials("the pod's service account token disappeared")
-            return info
+            return _in_cluster_server(info)
 
         return Credentials(service_account)
     try:
-        info = kopf.login_with_kubeconfig(settings=settings)
-    except (OSError, KeyError, kopf.LoginError) as exc:
-        raise NoCredentials(f"cannot read the kubeconfig: {exc}") from None
+        info = None if _plugged_in() else kopf.login_with_kubeconfig(settings=settings)
+    except Exception:  # anything kopf's reader cannot take: the official loader's turn
+        info = None
     if info is not None and _understood(info):
         return Credentials(lambda: info, refresh=float("inf"))
     try:
         return Credentials.of_client(load_client_config())
     except Exception as exc:  # the official loader's ConfigException, or a file it cannot read
-        raise NoCredentials(f"no credentials for the Kubernetes API: {exc}") from None
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise NoCredentials(
+            f"no credentials for the Kubernetes API in the kubeconfig {where}: {exc}"
+        ) from None
+
+
+def _in_cluster_server(info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
+    """kopf names the API server `kubernetes.default.svc`; the pod's environment gives its
+    address (what the official client uses), which needs no cluster DNS."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "")
+    if not host or not port:
+        return info
+    address = f"[{host}]" if ":" in host else host
+    return dataclasses.replace(info, server=f"https://{address}:{port}")
+
+
+def _plugged_in() -> bool:
+    """Some user in the kubeconfig gets its credentials from an exec plugin or an auth
+    provider, which only the official loader runs and renews (kopf's reader would keep an
+    auth provider's first token for good). An unreadable kubeconfig counts as plugged in: the
+    official loader then says what is wrong with it."""
+    value = os.environ.get("KUBECONFIG") or "~/.kube/config"
+    for part in value.split(os.pathsep):
+        if not part.strip():
+            continue
+        try:
+            config = yaml.safe_load(Path(part.strip()).expanduser().read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return True
+        users = config.get("users") if isinstance(config, dict) else None
+        for item in users if isinstance(users, list) else []:
+            user = item.get("user") if isinstance(item, dict) else None
+            if isinstance(user, dict) and ("exec" in user or "auth-provider" in user):
+                return True
+    return False
 
 
 def _understood(info: kopf.ConnectionInfo) -> bool:
     """kopf's kubeconfig reader found credentials it can use as they are: a token, a password
     or a client certificate, and no path relative to the kubeconfig's folder (kopf would read
     it from the working directory)."""
+    if not info.server:
+        return False
     paths = [info.ca_path, info.certificate_path, info.private_key_path]
     if any(p is not None and not Path(str(p)).is_absolute() for p in paths):
         return False
@@ -218,20 +276,43 @@ class Kube:
         self.credentials = credentials or operator_credentials()
         self._host = self.credentials.server
         self._session: aiohttp.ClientSession | None = None
+        self._tls: ssl.SSLContext | None = None
         self._posting: set[asyncio.Task[None]] = set()
+        self._retired: dict[aiohttp.ClientSession, asyncio.TimerHandle] = {}
 
     def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self.credentials.ssl_context(), limit=POOL),
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
-                read_bufsize=MAX_EVENT_BYTES,
-            )
+        """The pool's session; a new one when the credentials' TLS material changed (the old
+        one is closed once the calls still on it have timed out)."""
+        tls = self.credentials.ssl_context()
+        session = self._session
+        if session is not None and not session.closed and tls is self._tls:
+            return session
+        if session is not None and not session.closed:
+            self._retire(session)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls, limit=POOL),
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+            read_bufsize=MAX_EVENT_BYTES,
+        )
+        self._tls = tls
         return self._session
+
+    def _retire(self, session: aiohttp.ClientSession) -> None:
+        def close() -> None:
+            self._retired.pop(session, None)
+            task = asyncio.ensure_future(session.close())
+            self._posting.add(task)
+            task.add_done_callback(self._posting.discard)
+
+        self._retired[session] = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, close)
 
     async def close(self) -> None:
         for task in list(self._posting):
             task.cancel()
+        for session, timer in list(self._retired.items()):
+            timer.cancel()
+            await session.close()
+        self._retired.clear()
         if self._session is not None:
             await self._session.close()
 

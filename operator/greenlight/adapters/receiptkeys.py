@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
+import aiohttp
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -57,7 +58,7 @@ async def publish(kube: Kube, namespace: str, name: str, signer: Signer) -> None
     collection = f"/api/v1/namespaces/{quote(namespace, safe='')}/configmaps"
     try:
         await kube.merge_or_create(collection, body, "configmaps")
-    except (ApiError, Conflict, NotFound) as exc:
+    except (ApiError, Conflict, NotFound, aiohttp.ClientError, TimeoutError) as exc:
         _log.error(
             "could not publish the receipt public key",
             configmap=f"{namespace}/{name}",

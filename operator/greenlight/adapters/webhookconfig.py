@@ -28,7 +28,7 @@ from greenlight.adapters import admission as _handlers  # noqa: F401  (registers
 from greenlight.adapters import policycheck as _policy_handlers  # noqa: F401
 from greenlight.adapters.policyindex import CLUSTER_PLURAL, NAMESPACED_PLURAL
 from greenlight.core.model import GROUP, KIND, PLURAL, VERSION
-from greenlight.kube import ApiError, Kube
+from greenlight.kube import ApiError, Conflict, Kube, NotFound
 
 NAME = "greenlight.dev"
 TIMEOUT_SECONDS = 10
@@ -162,9 +162,9 @@ async def register_when_listening(
         break
     try:
         await register(kube, f"https://{host}:{port}", ca, operator_user)
-    except ApiError as exc:
+    except (ApiError, Conflict, NotFound) as exc:
         _log.error(
-            "cannot register the webhook configurations", status=exc.status, reason=exc.message
+            "cannot register the webhook configurations", error=str(exc) or type(exc).__name__
         )
         raise
     _log.info("webhook configurations registered", url=f"https://{host}:{port}")
