@@ -269,6 +269,16 @@ def _requests_path(namespace: str | None, name: str = "", subresource: str = "")
     return path
 
 
+def configmaps(namespace: str) -> str:
+    """The API path of a namespace's ConfigMaps."""
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}/configmaps"
+
+
+def _resource(collection: str) -> str:
+    """The resource a collection's path names (its last segment), for the call's span."""
+    return collection.rsplit("/", 1)[-1]
+
+
 class Kube:
     """Typed, async access to ApprovalRequests, reviews and events."""
 
@@ -460,39 +470,46 @@ class Kube:
             raise RuntimeError("the API server did not say who these credentials belong to")
         return Identity(user=str(info["username"]), groups=tuple(info.get("groups") or ()))
 
-    async def read_object(self, path: str, span: str) -> dict[str, Any] | None:
-        """Any object by its API path (`span` names the call); None when it does not exist."""
+    async def read_object(self, collection: str, name: str) -> dict[str, Any] | None:
+        """The object `name` of a collection (its API path); None when it does not exist."""
         try:
-            return await self._request(span, "GET", path)
+            return await self._request(
+                f"k8s get {_resource(collection)}", "GET", f"{collection}/{quote(name, safe='')}"
+            )
         except NotFound:
             return None
 
-    async def merge_or_create(self, collection: str, body: Mapping[str, Any], span: str) -> None:
+    async def merge_or_create(self, collection: str, body: Mapping[str, Any]) -> None:
         """Merge `body` into the object `collection/<its name>`, or create it when absent."""
         name = quote(str(body["metadata"]["name"]), safe="")
         try:
             await self._request(
-                f"k8s patch {span}",
+                f"k8s patch {_resource(collection)}",
                 "PATCH",
                 f"{collection}/{name}",
                 body,
                 content_type="application/merge-patch+json",
             )
         except NotFound:
-            await self._request(f"k8s create {span}", "POST", collection, body)
+            await self._request(f"k8s create {_resource(collection)}", "POST", collection, body)
 
-    async def replace_or_create(self, collection: str, body: Mapping[str, Any], span: str) -> None:
+    async def replace_or_create(self, collection: str, body: Mapping[str, Any]) -> None:
         """Make the object `collection/<its name>` exactly `body` (created when absent)."""
-        name = quote(str(body["metadata"]["name"]), safe="")
-        current = await self.read_object(f"{collection}/{name}", f"k8s get {span}")
+        name = str(body["metadata"]["name"])
+        current = await self.read_object(collection, name)
         if current is None:
-            await self._request(f"k8s create {span}", "POST", collection, body)
+            await self._request(f"k8s create {_resource(collection)}", "POST", collection, body)
             return
         version = (current.get("metadata") or {}).get("resourceVersion")
         replacement = dict(body) | {
             "metadata": dict(body["metadata"]) | {"resourceVersion": version}
         }
-        await self._request(f"k8s replace {span}", "PUT", f"{collection}/{name}", replacement)
+        await self._request(
+            f"k8s replace {_resource(collection)}",
+            "PUT",
+            f"{collection}/{quote(name, safe='')}",
+            replacement,
+        )
 
     def post_event(
         self, namespace: str, name: str, uid: str, reason: str, message: str, kind: str = "Normal"

@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
-from urllib.parse import quote
 
 import structlog
 
 from greenlight.adapters.auditlog import AuditChainBroken, AuditLog
 from greenlight.config import Settings
 from greenlight.core import audit as chain
-from greenlight.kube import Kube
+from greenlight.kube import Kube, configmaps
 from greenlight.telemetry import metrics
 
 _log = structlog.get_logger("greenlight.audit")
@@ -49,15 +48,14 @@ class AuditAnchor:
         self.kube = kube
         self.namespace = namespace
         self.name = name
-        self._collection = f"/api/v1/namespaces/{quote(namespace, safe='')}/configmaps"
+        self._collection = configmaps(namespace)
 
     def __str__(self) -> str:
         return f"ConfigMap {self.namespace}/{self.name}"
 
     async def read(self) -> chain.Head | None:
         """The anchored head; None when there is no anchor yet. Raises chain.HeadError."""
-        path = f"{self._collection}/{quote(self.name, safe='')}"
-        obj = await self.kube.read_object(path, "k8s get configmaps")
+        obj = await self.kube.read_object(self._collection, self.name)
         if obj is None:
             return None
         return chain.parse_head(obj.get("data") or {}, source=f"the anchor {self}")
@@ -75,7 +73,7 @@ class AuditAnchor:
             "metadata": {"name": self.name, "namespace": self.namespace, "labels": labels},
             "data": data,
         }
-        await self.kube.merge_or_create(self._collection, body, "configmaps")
+        await self.kube.merge_or_create(self._collection, body)
 
 
 class AnchorPublisher:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import quote
 
 import aiohttp
 import structlog
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from greenlight.core.dsse import Signer, parse_private_key, public_pem
-from greenlight.kube import ApiError, Conflict, Kube, NotFound
+from greenlight.kube import ApiError, Conflict, Kube, NotFound, configmaps
 
 _log = structlog.get_logger("greenlight.receipts")
 
@@ -55,9 +54,8 @@ async def publish(kube: Kube, namespace: str, name: str, signer: Signer) -> None
         "metadata": {"name": name, "namespace": namespace},
         "data": {entry_name(signer): pem},
     }
-    collection = f"/api/v1/namespaces/{quote(namespace, safe='')}/configmaps"
     try:
-        await kube.merge_or_create(collection, body, "configmaps")
+        await kube.merge_or_create(configmaps(namespace), body)
     except (ApiError, Conflict, NotFound, aiohttp.ClientError, TimeoutError) as exc:
         _log.error(
             "could not publish the receipt public key",

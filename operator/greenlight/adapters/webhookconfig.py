@@ -32,6 +32,7 @@ from greenlight.kube import ApiError, Conflict, Kube, NotFound
 
 NAME = "greenlight.dev"
 TIMEOUT_SECONDS = 10
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 _RESOURCES = (
     kopf.Resource(
         group=GROUP,
@@ -121,20 +122,11 @@ def configurations(
     return mutating, validating
 
 
-ADMISSION = "/apis/admissionregistration.k8s.io/v1"
-
-
 async def register(kube: Kube, base_url: str, ca: bytes, operator_user: str) -> None:
     """Create or replace both configurations."""
     mutating, validating = configurations(base_url, ca, operator_user)
-    await kube.replace_or_create(
-        f"{ADMISSION}/mutatingwebhookconfigurations", mutating, "mutatingwebhookconfigurations"
-    )
-    await kube.replace_or_create(
-        f"{ADMISSION}/validatingwebhookconfigurations",
-        validating,
-        "validatingwebhookconfigurations",
-    )
+    await kube.replace_or_create(f"{ADMISSION}/mutatingwebhookconfigurations", mutating)
+    await kube.replace_or_create(f"{ADMISSION}/validatingwebhookconfigurations", validating)
 
 
 async def register_when_listening(
