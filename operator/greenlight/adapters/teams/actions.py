@@ -21,7 +21,7 @@ that reaches `submit_decision` is audited there, so each attempt is recorded onc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,11 +125,12 @@ class CardActions:
             return Answer(f"Your approval of {_ref(view)} was already recorded.")
         return Answer(_confirmation(view, action))
 
-    async def refuse_unverified(self, reason: str, detail: str, transport: str) -> None:
-        """Count and audit a request refused before it could be trusted."""
+    def refuse_unverified(self, reason: str, detail: str, transport: str) -> Awaitable[None]:
+        """Count a request refused before it could be trusted, at once (before it is answered),
+        and give the write of its audit record to await."""
         log.warning("teams activity refused", reason=reason, detail=detail, transport=transport)
         metrics.refuse(reason)
-        await self._audit(
+        return self._audit(
             None,
             actor="teams:unverified",
             reason=reason,
