@@ -451,6 +451,72 @@ async def test_a_record_planted_past_the_head_is_refused_not_adopted(
     metrics.AUDIT_CHAIN_BROKEN.set(0)
 
 
+async def anchored_then_head_deleted(path: Path) -> audit.Head:
+    """Three records and the anchor at them, two more records, then the head file deleted."""
+    log = await write_log(path, 3)
+    anchored = log.head
+    await log.record("decided", request=REQUEST, actor="alice", outcome="Approved")
+    await log.record("receipt_issued", request=REQUEST, actor="greenlight", outcome="Approved")
+    log.close()
+    head_path(path).unlink()
+    return anchored
+
+
+async def test_without_its_head_file_the_records_past_the_anchor_are_checked_and_adopted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    anchored = await anchored_then_head_deleted(path)
+
+    log = AuditLog(path, key=KEY)
+    log.check_against(anchored, anchor_expected=True)
+    assert log.adopt_tail() == 2
+    assert read_head(path) == log.head
+    assert log.head.seq == 5
+    await log.record("decided", request=REQUEST, actor="bob", outcome="Approved")
+    assert seqs(path) == [1, 2, 3, 4, 5, 6]
+    assert verify_file(path, head=read_head(path), anchor=anchored).ok
+
+
+@pytest.mark.parametrize(
+    ("plant", "why"),
+    [
+        (tampering.append_forged, "MAC does not match the audit key"),
+        (tampering.rewrite_tail, "MAC does not match the audit key"),
+        (lambda lines: ([*lines, "not json\n"], 0), "not valid JSON"),
+    ],
+)
+async def test_without_its_head_file_a_record_planted_past_the_anchor_is_refused(
+    tmp_path: Path, plant: Any, why: str
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    anchored = await anchored_then_head_deleted(path)
+    planted, _ = plant(lines_of(path))
+    path.write_text("".join(planted))
+
+    log = AuditLog(path, key=KEY)
+    log.check_against(anchored, anchor_expected=True)
+    with pytest.raises(AuditChainBroken, match=rf"follows record 3 \(the anchor\) .*{why}"):
+        log.adopt_tail()
+    assert not head_path(path).exists()
+
+
+async def test_without_its_head_file_and_a_key_nothing_past_the_anchor_is_adopted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = await write_log(path, 3, key=None)
+    anchored = log.head
+    await log.record("decided", request=REQUEST, actor="alice", outcome="Approved")
+    log.close()
+    head_path(path).unlink()
+
+    log = AuditLog(path, key=None)
+    log.check_against(anchored, anchor_expected=True)
+    assert log.adopt_tail() == 0
+    assert not head_path(path).exists()
+
+
 async def test_a_head_that_cannot_be_moved_leaves_the_adoption_to_the_next_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -141,6 +141,7 @@ class AuditLog:
         # Byte offsets: where the record the head file names ends, and where the whole lines end.
         self._after_head: int | None = None
         self._whole_end = 0
+        self._anchored: chain.Head | None = None
         self._file_head: chain.Head | None = None
         self._file_head_error: str | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,6 +253,7 @@ class AuditLog:
                     "(the log was replaced); the operator will not continue it until an "
                     "admin runs `greenlight audit reset`"
                 )
+        self._anchored = anchor
 
     def adopt_tail(self) -> int:
         """Move the head file to the log's end when whole records follow it; return how many.
@@ -260,10 +262,18 @@ class AuditLog:
         operator wrote them but never reported them durable, and a restarted operator writes
         them at most once more (event ids), so they stay. They are adopted only when they
         continue the head's chain and carry the key's MAC; anything else past the head (a line
-        that is no record, a forged record) raises AuditChainBroken. Without a key nothing can
-        be told apart, so nothing is adopted: the head moves at the next write. Call after
-        `check_against`, at start (the offsets it reads are the log's as it was opened)."""
-        head, start = self._file_head, self._after_head
+        that is no record, a forged record) raises AuditChainBroken. When the head file is gone
+        but `check_against` was given an anchor, the records past the anchor are checked the
+        same way and the head file is written again. Without a key nothing can be told apart, so
+        nothing is adopted: the head moves at the next write. Call after `check_against`, at
+        start (the offsets it reads are the log's as it was opened)."""
+        head, start, named = self._file_head, self._after_head, "its head file"
+        if head is None and self._anchored is not None and self.key is not None:
+            head, start, named = (
+                self._anchored,
+                self._offset_after(self._anchored.seq),
+                "the anchor",
+            )
         if self.key is None or head is None or start is None or start == self._whole_end:
             return 0
         with contextlib.closing(self._lines_between(start, self._whole_end)) as lines:
@@ -272,7 +282,7 @@ class AuditLog:
         if not result.ok or end != (self._seq, self._prev):
             why = result.message if not result.ok else "it does not end where the log does"
             raise AuditChainBroken(
-                f"{self.path}: what follows record {head.seq} (its head file) is not this "
+                f"{self.path}: what follows record {head.seq} ({named}) is not this "
                 f"operator's: {why}; the operator will not continue it until an admin runs "
                 "`greenlight audit reset`"
             )
@@ -289,12 +299,33 @@ class AuditLog:
             return 0
         self._file_head, self._after_head = self.head, self._whole_end
         _log.warning(
-            "audit records past the head file adopted (the operator stopped before moving it)",
+            "audit records past the head file adopted (the operator stopped before moving it)"
+            if named == "its head file"
+            else "audit head file missing: the records past the anchor were checked and adopted",
             head_seq=head.seq,
             log_seq=self._seq,
             adopted=adopted,
         )
         return adopted
+
+    def _offset_after(self, seq: int) -> int | None:
+        """The byte offset just past the record `seq` (0 for the genesis), None when no whole
+        record has that number."""
+        if seq == 0:
+            return 0
+        offset = 0
+        with self.path.open("rb") as handle:
+            for raw in handle:
+                if offset >= self._whole_end:
+                    break
+                offset += len(raw)
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("seq") == seq:
+                    return offset
+        return None
 
     def _lines_between(self, start: int, end: int) -> Generator[str]:
         """The log's lines from byte `start` to byte `end` (both at line boundaries)."""

@@ -111,11 +111,12 @@ class InteractionHandler:
         except Exception:
             log.exception("slack interaction failed", type=kind, transport=transport)
 
-    async def refuse_unverified(self, reason: str, transport: str, detail: str) -> None:
-        """Audit and count a payload refused before it could be trusted (signature, replay)."""
+    def refuse_unverified(self, reason: str, transport: str, detail: str) -> Awaitable[None]:
+        """Count a payload refused before it could be trusted (signature, replay) at once, before
+        it is answered, and give the write of its audit record to await."""
         log.warning("slack interaction refused", reason=reason, transport=transport, detail=detail)
         metrics.refuse(reason)
-        await self._audit(
+        return self._audit(
             None, actor="slack:unverified", reason=reason, details={"transport": transport}
         )
 
