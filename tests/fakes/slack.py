@@ -60,6 +60,7 @@ class Call:
     token: str
     at: float
     status: int  # the HTTP status the fake answered with
+    peer: int = 0  # the caller's TCP port: calls over one kept-alive connection share it
 
 
 @dataclass
@@ -392,7 +393,12 @@ class FakeSlack:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         token = str(args.pop("token", "") or token)
         status, body, headers = await self._answer(method, args, token)
-        self.calls.append(Call(method, args, token, time.time(), status))
+        peer = (
+            (request.transport.get_extra_info("peername") or ("", 0)) if request.transport else ()
+        )
+        self.calls.append(
+            Call(method, args, token, time.time(), status, int(peer[1] if peer else 0))
+        )
         async with self._changed:
             self._changed.notify_all()
         late = _take(self._late, method, args)

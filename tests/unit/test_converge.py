@@ -48,11 +48,15 @@ class RecordingNotifier:
         self.resolved: list[tuple[RequestView, NotificationRef]] = []
         self.reminded: list[tuple[RequestView, FollowUp]] = []
         self.failing = ""
+        self.tries: list[bool] = []  # each call's `fresh`
 
     def channels(self, request: RequestView) -> tuple[str, ...]:
         return ("console",)
 
-    async def notify(self, request: RequestView, channel: str | None = None) -> NotificationRef:
+    async def notify(
+        self, request: RequestView, channel: str | None = None, *, fresh: bool = False
+    ) -> NotificationRef:
+        self.tries.append(fresh)
         if self.failing:
             raise NotifierError(self.failing)
         self.announced.append(request)
@@ -326,6 +330,49 @@ async def test_a_notifier_failure_is_shown_and_retried_without_raising(rig: Rig)
     assert len(rig.notifier.announced) == 1
     assert len(rig.records("notified")) == 1
     assert rig.converger.clock.due(NS, NAME) == request.expires_at.timestamp()
+
+
+@pytest.mark.parametrize("immediate", [True, False])
+async def test_only_the_first_try_for_a_request_created_while_watched_is_fresh(
+    rig: Rig, immediate: bool
+) -> None:
+    """A request whose ADDED event this replica saw cannot have been announced by anyone
+    before its first try; every later try may follow one that reached the chat."""
+    rig.notifier.immediate = immediate
+    rig.notifier.failing = "slack is unreachable"
+    uid = create_request(rig.kube, NS, NAME)["metadata"]["uid"]
+
+    await rig.deliver()
+    rig.notifier.failing = ""
+    await ring(rig)
+
+    assert rig.notifier.tries == [True, False]
+    assert len(rig.notifier.announced) == 1
+    assert uid not in rig.converger.announcer._fresh
+
+
+async def test_a_request_found_by_a_list_is_never_announced_as_fresh(rig: Rig) -> None:
+    """Listed (at start, after a gap in the watch, on taking over from another replica): an
+    earlier operator may have posted its message and died before recording it."""
+    rig.notifier.immediate = False
+    create_request(rig.kube, NS, NAME)
+    rig.delivered = len(rig.kube.events)  # the watch never showed it
+
+    await rig.converger.reconcile(NS, NAME)
+
+    assert rig.notifier.tries == [False]
+    assert rig.request().status.phase is Phase.PENDING
+
+
+async def test_a_deleted_request_is_dropped_from_the_fresh_ones(rig: Rig) -> None:
+    body = create_request(rig.kube, NS, NAME)
+    rig.converger.announcer.born(body["metadata"]["uid"])  # seen, not yet told
+    rig.converger.announcer.born("never-told")
+
+    await rig.converger.on_event("DELETED", body)
+    assert set(rig.converger.announcer._fresh) == {"never-told"}
+    rig.converger.stand_by()  # another replica is in charge now
+    assert rig.converger.announcer._fresh == {}
 
 
 def fail_audit_writes(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from tests.fakes.slack import FakeSlack, pending_request
 
 from greenlight.adapters.notifiers import NotificationRef, NotifierError
 from greenlight.adapters.slack import blocks
-from greenlight.adapters.slack.client import RetryPolicy, build_client
+from greenlight.adapters.slack.client import RetryPolicy, build_client, open_session
 from greenlight.adapters.slack.notifier import SlackNotifier
 from greenlight.adapters.slack.tokens import TokenCodec
 from greenlight.core.model import Action, Decision, Phase, Via
@@ -173,3 +173,47 @@ async def test_resolve_during_an_outage_raises_for_a_later_retry(slack: FakeSlac
     slack.outage = True
     with pytest.raises(NotifierError):
         await notifier.resolve(pending_request(phase=Phase.EXPIRED), ref)
+
+
+async def test_calls_share_one_kept_alive_connection_with_the_operators_session(
+    slack: FakeSlack,
+) -> None:
+    session = open_session(FAST)
+    try:
+        client = build_client(slack.bot_token, slack.api_url, FAST, session)
+        notifier = SlackNotifier(client, TokenCodec(slack.signing_secret), "C0DEFAULT")
+        for number in range(3):
+            await notifier.notify(pending_request(name=f"r{number}", uid=f"uid-{number}"))
+    finally:
+        await session.close()
+    posts = slack.calls_to("chat.postMessage")
+    assert len(posts) == 3
+    assert len({call.peer for call in posts}) == 1  # no new connection (and handshake) per call
+
+
+async def test_without_a_session_each_call_opens_its_own_connection(slack: FakeSlack) -> None:
+    notifier = _notifier(slack)
+    for number in range(3):
+        await notifier.notify(pending_request(name=f"r{number}", uid=f"uid-{number}"))
+    assert len({call.peer for call in slack.calls_to("chat.postMessage")}) == 3
+
+
+async def test_a_fresh_request_is_posted_without_reading_the_history(slack: FakeSlack) -> None:
+    await _notifier(slack).notify(pending_request(), fresh=True)
+
+    assert slack.calls_to("conversations.history") == []
+    assert len(slack.messages("C0APPROVALS")) == 1
+
+
+async def test_a_retry_that_is_not_fresh_finds_the_message_a_fresh_try_posted(
+    slack: FakeSlack,
+) -> None:
+    """The fresh try's answer was lost (a timeout after Slack stored the message): the retry
+    looks the history up and reuses the message."""
+    notifier = _notifier(slack)
+    first = await notifier.notify(pending_request(), fresh=True)
+    again = await notifier.notify(pending_request())
+
+    assert again == first
+    assert len(slack.messages("C0APPROVALS")) == 1
+    assert len(slack.calls_to("conversations.history")) == 1

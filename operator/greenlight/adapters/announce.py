@@ -56,6 +56,21 @@ class Announcer:
     notifiers: Sequence[Notifier]
     marks_key: bytes
     follow_up_scale: float = 1.0
+    # uid -> the (notifier, channel) tried so far, for requests created while this replica
+    # watched that have not been told yet: nothing can have been posted for them elsewhere.
+    _fresh: dict[str, set[tuple[str, str]]] = field(default_factory=dict, repr=False)
+
+    def born(self, uid: str) -> None:
+        """`uid` was created while this replica watched (a watch's ADDED event): its first
+        announcement on each channel need not look for an earlier one."""
+        self._fresh.setdefault(uid, set())
+
+    def forget(self, uid: str) -> None:
+        """Drop what is kept about `uid` (deleted, or told)."""
+        self._fresh.pop(uid, None)
+
+    def clear(self) -> None:
+        self._fresh.clear()
 
     @property
     def immediate(self) -> bool:
@@ -98,6 +113,7 @@ class Announcer:
                 status = _announced(ref, via, to)(status)
             if failure:
                 failures.append((via, failure))
+        self.forget(request.uid)  # any later try may follow one that reached the chat
         if status.phase is not None and status.phase.terminal:
             status, failed = await self._resolve(request, status)
             failures.extend(failed)
@@ -125,6 +141,7 @@ class Announcer:
                 if failure:
                     announcement.failure = failure
                     announcement.failed_via = via
+            self.forget(request.uid)
         for via, to, ref in announcement.sent:
             status = _announced(ref, via, to)(status)
         if announcement.failure:
@@ -239,9 +256,13 @@ class Announcer:
         self, request: Request, via: str, to: str
     ) -> tuple[NotificationRef | None, str]:
         started = time.monotonic()
+        tried = self._fresh.get(request.uid)
+        fresh = tried is not None and (via, to) not in tried
+        if tried is not None:
+            tried.add((via, to))
         try:
             with traces.child_span(_tracer, spans.NOTIFY, attributes={spans.ATTR_CHANNEL: via}):
-                ref = await self._notifier(via).notify(request.view(), to)
+                ref = await self._notifier(via).notify(request.view(), to, fresh=fresh)
         except NotifierError as exc:
             metrics.observe_notification(via, "failure", time.monotonic() - started)
             return None, str(exc)

@@ -107,7 +107,9 @@ class ConsoleNotifier:
     def channels(self, request: RequestView) -> tuple[str, ...]:
         return ("console",)
 
-    async def notify(self, request: RequestView, channel: str | None = None) -> NotificationRef:
+    async def notify(
+        self, request: RequestView, channel: str | None = None, *, fresh: bool = False
+    ) -> NotificationRef:
         if self._stream is not None:
             self._stream.write(block(request))
             self._stream.flush()

@@ -87,6 +87,7 @@ class Converger:
         """Another replica is in charge: forget every armed expiry and every request."""
         self.clock.clear()
         self.ledger.clear()
+        self.announcer.clear()
 
     async def on_event(self, kind: str | None, body: Mapping[str, Any]) -> None:
         """A watch event: deleted, or possibly something to do."""
@@ -94,7 +95,10 @@ class Converger:
         uid, version = str(meta.get("uid", "")), str(meta.get("resourceVersion", ""))
         if kind == "DELETED":
             await self.deleted(body)
-        elif not self.ledger.stale(uid, version):
+            return
+        if kind == "ADDED":  # created after this replica listed: nobody else has told it
+            self.announcer.born(uid)
+        if not self.ledger.stale(uid, version):
             await self.reconcile(str(meta["namespace"]), str(meta["name"]), body)
 
     async def reconcile(
@@ -305,6 +309,7 @@ class Converger:
         async with self._locks.hold((namespace, name)):  # after a reconcile still in flight
             deleter = self.ledger.deleter(uid)
             self.ledger.forget(uid)
+            self.announcer.forget(uid)
             if not self.ledger.lives_at(namespace, name):  # not recreated under the same name
                 self.clock.forget(namespace, name)
         try:

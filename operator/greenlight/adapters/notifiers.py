@@ -56,9 +56,14 @@ class Notifier(Protocol):
         and the channels its effective policy adds. Empty: this notifier does not announce it."""
         ...
 
-    async def notify(self, request: RequestView, channel: str | None = None) -> NotificationRef:
+    async def notify(
+        self, request: RequestView, channel: str | None = None, *, fresh: bool = False
+    ) -> NotificationRef:
         """Announce a pending request on `channel` (None: the request's own or the default).
-        Raises NotifierError when delivery failed."""
+        `fresh`: no announcement of it on `channel` can have been tried before (the request was
+        created while this replica watched, and this is the first try), so a notifier that
+        looks its earlier message up before posting need not. Raises NotifierError when
+        delivery failed."""
         ...
 
     async def resolve(self, request: RequestView, ref: NotificationRef) -> None:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from pydantic import SecretStr
+from slack_sdk.web.async_client import AsyncWebClient
 
 from greenlight.adapters.chat import DecisionsPort
-from greenlight.adapters.slack.client import RetryPolicy, build_client
+from greenlight.adapters.slack.client import RetryPolicy, build_client, open_session
 from greenlight.adapters.slack.interactions import (
     INTERACTIONS_PATH,
     InteractionHandler,
@@ -69,31 +70,65 @@ async def start_slack(
         user_map = load_user_map(settings.slack_user_map_file)
     except (OSError, ValueError) as exc:
         raise SlackConfigError(f"GREENLIGHT_SLACK_USER_MAP_FILE: {exc}") from exc
-    client = build_client(bot_token, settings.slack_api_url, retry or RetryPolicy())
+    policy = retry or RetryPolicy()
+    session = open_session(policy)  # every call's connection, kept alive: one TLS handshake
     try:
-        users = UserDirectory(
-            client,
-            user_map,
-            email_strategy,
-            allowed_domains=settings.slack_allowed_email_domains,
-        )
-    except ValueError as exc:
-        raise SlackConfigError(f"GREENLIGHT_SLACK_ALLOWED_EMAIL_DOMAINS: {exc}") from exc
-    codec = TokenCodec(signing_secret)
-    notifier = SlackNotifier(client, codec, settings.slack_default_channel)
-    handler = InteractionHandler(client, codec, users, decisions)
+        client = build_client(bot_token, settings.slack_api_url, policy, session)
+        try:
+            users = UserDirectory(
+                client,
+                user_map,
+                email_strategy,
+                allowed_domains=settings.slack_allowed_email_domains,
+            )
+        except ValueError as exc:
+            raise SlackConfigError(f"GREENLIGHT_SLACK_ALLOWED_EMAIL_DOMAINS: {exc}") from exc
+        codec = TokenCodec(signing_secret)
+        notifier = SlackNotifier(client, codec, settings.slack_default_channel)
+        handler = InteractionHandler(client, codec, users, decisions)
+        stop = await _receive(settings, handler, signing_secret, client, host)
+    except BaseException:
+        await session.close()
+        raise
+
+    async def stopped() -> None:
+        try:
+            await stop.receiver()
+        finally:
+            await session.close()
+
+    return SlackRuntime(notifier, settings.slack_mode, stop.url, stopped)
+
+
+@dataclass(frozen=True)
+class _Receiving:
+    receiver: Callable[[], Awaitable[None]]  # stops receiving interactions
+    url: str  # the HTTP endpoint's address; "" in Socket Mode
+
+
+async def _receive(
+    settings: Settings,
+    handler: InteractionHandler,
+    signing_secret: str,
+    client: AsyncWebClient,
+    host: str,
+) -> _Receiving:
+    """Start receiving interactions per `settings.slack_mode`."""
     if settings.slack_mode == "socket":
         app_token = _secret(settings.slack_app_token, "GREENLIGHT_SLACK_APP_TOKEN")
         receiver = SocketModeReceiver(handler, app_token, client)
         await receiver.start()
-        return SlackRuntime(notifier, "socket", "", receiver.stop)
+        return _Receiving(receiver.stop, "")
     runner = web.AppRunner(InteractionsEndpoint(handler, signing_secret).app())
     await runner.setup()
-    site = web.TCPSite(runner, host, settings.slack_interactions_port)
-    await site.start()
+    try:
+        site = web.TCPSite(runner, host, settings.slack_interactions_port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     bound_host, bound_port = runner.addresses[0][:2]
-    url = f"http://{bound_host}:{bound_port}{INTERACTIONS_PATH}"
-    return SlackRuntime(notifier, "http", url, runner.cleanup)
+    return _Receiving(runner.cleanup, f"http://{bound_host}:{bound_port}{INTERACTIONS_PATH}")
 
 
 def _secret(value: SecretStr | None, variable: str) -> str:

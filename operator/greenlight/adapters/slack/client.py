@@ -74,12 +74,27 @@ class _TracedWebClient(AsyncWebClient):
             return response
 
 
-def build_client(token: str, api_url: str, policy: RetryPolicy) -> AsyncWebClient:
-    """An AsyncWebClient aimed at `api_url` (the fake server in tests) with `policy` applied."""
+def open_session(policy: RetryPolicy) -> aiohttp.ClientSession:
+    """The HTTP session a client's calls share (call from the event loop; close it at stop).
+    Its pooled, kept-alive connections spare every call a TCP and TLS handshake; its timeout
+    is the policy's, per attempt."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=policy.timeout_seconds))
+
+
+def build_client(
+    token: str,
+    api_url: str,
+    policy: RetryPolicy,
+    session: aiohttp.ClientSession | None = None,
+) -> AsyncWebClient:
+    """An AsyncWebClient aimed at `api_url` (the fake server in tests) with `policy` applied.
+    With `session` (`open_session`) every call goes over its connections; without one,
+    slack_sdk opens a session, and a connection, for each call."""
     backoff = BackoffRetryIntervalCalculator(backoff_factor=policy.backoff_factor)
     return _TracedWebClient(
         token=token,
         base_url=api_url,
+        session=session,
         timeout=policy.timeout_seconds,
         retry_handlers=[
             AsyncRateLimitErrorRetryHandler(max_retry_count=policy.max_retries),

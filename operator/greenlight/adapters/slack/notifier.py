@@ -7,7 +7,9 @@ app already posted one for the uid — the case where the operator crashed after
 message but before `status.notifications` recorded its ts, or where Slack accepted a post whose
 response was lost. If that lookup fails, nothing is posted (NotifierError, retried later): a
 missing message is repaired by the retry, a duplicate could never be taken back. docs/slack.md
-states the exact guarantee and its bound (HISTORY_PAGES x HISTORY_PAGE_SIZE messages).
+states the exact guarantee and its bound (HISTORY_PAGES x HISTORY_PAGE_SIZE messages). The
+lookup is skipped when the caller says the try is `fresh` (the first for a request created
+while this replica watched: nothing can have been posted for it).
 
 Resolving. `resolve` rewrites the message (buttons gone; outcome, who, when, via, reason) and
 replies in its thread once: the reply carries `greenlight_resolution` metadata and is looked up
@@ -67,7 +69,11 @@ class SlackNotifier:
         own = request.slack_channel or self._default_channel
         return tuple(dict.fromkeys(c for c in (own, *request.policy_channels("slack")) if c))
 
-    async def notify(self, request: RequestView, channel: str | None = None) -> NotificationRef:
+    async def notify(
+        self, request: RequestView, channel: str | None = None, *, fresh: bool = False
+    ) -> NotificationRef:
+        """Post the request's message once: unless `fresh`, the channel's history is looked up
+        first for one this app posted earlier (module docstring)."""
         channel = channel or request.slack_channel or self._default_channel
         if not channel:
             raise NotifierError(
@@ -75,7 +81,7 @@ class SlackNotifier:
                 "spec.notify.slack.channel or GREENLIGHT_SLACK_DEFAULT_CHANNEL"
             )
         async with self._locks.hold(request.uid):
-            return await self._notify_once(request, channel)
+            return await self._notify_once(request, channel, fresh)
 
     async def resolve(self, request: RequestView, ref: NotificationRef) -> None:
         if not ref.ref:
@@ -146,9 +152,11 @@ class SlackNotifier:
             if message.get("ts") != ref.ref
         )
 
-    async def _notify_once(self, request: RequestView, channel: str) -> NotificationRef:
+    async def _notify_once(
+        self, request: RequestView, channel: str, fresh: bool
+    ) -> NotificationRef:
         try:
-            existing = await self._find_request_message(request, channel)
+            existing = None if fresh else await self._find_request_message(request, channel)
             if existing is not None:
                 log.info(
                     "slack message already posted; reusing it",

@@ -63,7 +63,9 @@ class TeamsNotifier:
         own = request.teams_conversation or self._default
         return tuple(dict.fromkeys(c for c in (own, *request.policy_channels("teams")) if c))
 
-    async def notify(self, request: RequestView, channel: str | None = None) -> NotificationRef:
+    async def notify(
+        self, request: RequestView, channel: str | None = None, *, fresh: bool = False
+    ) -> NotificationRef:
         conversation = channel or request.teams_conversation or self._default
         if not conversation:
             raise NotifierError(
