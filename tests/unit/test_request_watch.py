@@ -171,9 +171,9 @@ async def test_a_catch_up_held_up_by_its_notifier_does_not_hold_up_decisions(bed
     hang = asyncio.Event()
     notify = bed.notifier.notify
 
-    async def hanging(request: Any, channel: str | None = None) -> Any:
+    async def hanging(request: Any, channel: str | None = None, *, fresh: bool = False) -> Any:
         await hang.wait()  # a notifier that does not answer
-        return await notify(request, channel)
+        return await notify(request, channel, fresh=fresh)
 
     bed.notifier.notify = hanging  # type: ignore[method-assign]
     bed.gate._set(True)
