@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -280,6 +281,7 @@ async def _operator_phases(
             "raw create→watch throughput. Operator CPU (user + system) over the burst: "
             f"{burst.cpu_seconds or 0.0:.1f} s, {burst.cpu_ms_per_request or 0.0:.2f} ms/request.",
             "",
+            *_cpu_shares(burst, status_all),
         ]
         targets.append(
             at_least(
@@ -290,6 +292,22 @@ async def _operator_phases(
             )
         )
     operator.kill()
+
+
+def _cpu_shares(burst: scenarios.Burst, seconds: float) -> list[str]:
+    """Who used the cores over a burst's `seconds`: the operator, the control plane, the
+    bench."""
+    if burst.cpu_seconds is None or burst.plane_cpu_seconds is None:
+        return []
+    spent = (burst.cpu_seconds, burst.plane_cpu_seconds, burst.bench_cpu_seconds or 0.0)
+    cores = (os.cpu_count() or 1) * seconds
+    return [
+        f"CPU over the burst ({cores:.1f} core-seconds on {os.cpu_count()} cores): the operator "
+        f"{spent[0]:.1f} s, kube-apiserver + etcd {spent[1]:.1f} s "
+        f"({spent[1] * 1000 / burst.count:.2f} ms/request), the bench itself (clients, watch, "
+        f"fake Slack) {spent[2]:.1f} s; {sum(spent) / cores:.0%} of the machine.",
+        "",
+    ]
 
 
 async def _api_cost_phase(bed: Testbed, plan: Plan, out: list[str]) -> None:
@@ -334,6 +352,7 @@ async def _cpu_phase(bed: Testbed, plan: Plan, out: list[str], targets: list[Tar
         f"| operator CPU (user + system, /proc/PID/stat) over that span | {cpu:.1f} s |",
         f"| operator CPU per request | {per_request:.2f} ms |",
         "",
+        *_cpu_shares(burst, burst.all_seen_seconds),
     ]
     targets += [
         at_most(

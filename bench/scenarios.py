@@ -252,6 +252,8 @@ class Burst:
     creates_seconds: float  # first POST sent -> last POST answered
     all_seen_seconds: float  # first POST sent -> the condition held for every object
     cpu_seconds: float | None = None  # the operator's user + system time over the same span
+    plane_cpu_seconds: float | None = None  # kube-apiserver + etcd, over the same span
+    bench_cpu_seconds: float | None = None  # this process (clients, watcher, fake Slack)
 
     @property
     def cpu_ms_per_request(self) -> float | None:
@@ -482,6 +484,7 @@ async def operator_burst(
     calls_before = len(bed.slack.calls)
     try:
         cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+        plane_before, bench_before = bed.plane_cpu(), time.process_time()
         started = time.perf_counter()
         await gather_limited(
             count,
@@ -507,7 +510,8 @@ async def operator_burst(
         status_at = time.perf_counter()
         cpu = cpu_seconds(pid) - cpu_before if pid is not None else None
         done_at = posted_at if posted_at is not None else status_at
-        burst = Burst(count, concurrency, created, done_at - started, cpu)
+        plane, spent = bed.plane_cpu() - plane_before, time.process_time() - bench_before
+        burst = Burst(count, concurrency, created, done_at - started, cpu, plane, spent)
         return burst, status_at - started
     finally:
         await watcher.stop()
