@@ -364,6 +364,15 @@ async def test_a_request_found_by_a_list_is_never_announced_as_fresh(rig: Rig) -
     assert rig.request().status.phase is Phase.PENDING
 
 
+async def test_an_added_event_for_a_request_a_list_showed_is_not_fresh(rig: Rig) -> None:
+    body = create_request(rig.kube, NS, NAME)
+    assert rig.converger.listed(body)  # shown by a list first, still to do
+
+    await rig.deliver()  # then its ADDED event
+
+    assert rig.notifier.tries == [False]
+
+
 async def test_a_deleted_request_is_dropped_from_the_fresh_ones(rig: Rig) -> None:
     body = create_request(rig.kube, NS, NAME)
     rig.converger.announcer.born(body["metadata"]["uid"])  # seen, not yet told

@@ -96,8 +96,8 @@ class Converger:
         if kind == "DELETED":
             await self.deleted(body)
             return
-        if kind == "ADDED":  # created after this replica listed: nobody else has told it
-            self.announcer.born(uid)
+        if kind == "ADDED" and self.ledger.locate(uid) is None:
+            self.announcer.born(uid)  # created after this replica listed: nobody else told it
         if not self.ledger.stale(uid, version):
             await self.reconcile(str(meta["namespace"]), str(meta["name"]), body)
 
