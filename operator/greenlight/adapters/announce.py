@@ -197,7 +197,18 @@ class Announcer:
         notes = _notes(request, due)
         for note in notes:
             await self._audit_follow_up(request, note)
-        failures = [failure] if failure else []
+        failures = ([failure] if failure else []) + await self._remind(request, notes)
+        final = (
+            request.status
+            if not failures
+            else replace(request.status, follow_ups=status.follow_ups)
+        )
+        request = await self._record(request, final, follow_ups=True)
+        return request, "; ".join(failures)
+
+    async def _remind(self, request: Request, notes: Sequence[FollowUp]) -> list[str]:
+        """Add `notes` to every message sent for `request`; what failed, per notifier."""
+        failures = []
         for entry in request.status.notifications:
             via = self._via(entry)
             if entry.state is not NotificationState.SENT or not self._has(via):
@@ -211,13 +222,7 @@ class Announcer:
                     failures.append(f"{via}: {exc}")
                     continue
                 metrics.count_follow_up(note.key.split("-")[0], via)
-        final = (
-            request.status
-            if not failures
-            else replace(request.status, follow_ups=status.follow_ups)
-        )
-        request = await self._record(request, final, follow_ups=True)
-        return request, "; ".join(failures)
+        return failures
 
     def _has(self, via: str) -> bool:
         return any(n.name == via for n in self.notifiers)

@@ -191,13 +191,8 @@ class Converger:
             if not transition.changes(request.status):
                 return request
             status = await self._announced_first(request, transition, announcement)
-            status, resolving = self.announcer.resolved_first(status)
-            written = await self.kube.patch_status(
-                request.namespace, request.name, status.to_json(), request.resource_version
-            )
-            version = str(written["metadata"]["resourceVersion"])
-            decided = replace(request, status=status, resource_version=version)
-            shown = resolving
+            status, shown = self.announcer.resolved_first(status)
+            decided = await self._write(request, status)
             self._count(decided, transition, span)
             _count_execution(request, decided)
             return decided
@@ -210,6 +205,14 @@ class Converger:
             raise RetryLater(str(exc), CONFLICT_RETRY) from exc
         await self.announcer.show_resolved(decided, shown)
         return decided, announcement.failure
+
+    async def _write(self, request: Request, status: Status) -> Request:
+        """Write `status`, only over the version `request` was read at (else Conflict)."""
+        written = await self.kube.patch_status(
+            request.namespace, request.name, status.to_json(), request.resource_version
+        )
+        version = str(written["metadata"]["resourceVersion"])
+        return replace(request, status=status, resource_version=version)
 
     async def _announced_first(
         self, request: Request, transition: lifecycle.Transition, first: FirstAnnouncement
