@@ -393,12 +393,9 @@ class FakeSlack:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         token = str(args.pop("token", "") or token)
         status, body, headers = await self._answer(method, args, token)
-        peer = (
-            (request.transport.get_extra_info("peername") or ("", 0)) if request.transport else ()
-        )
-        self.calls.append(
-            Call(method, args, token, time.time(), status, int(peer[1] if peer else 0))
-        )
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        port = int(peer[1]) if peer else 0
+        self.calls.append(Call(method, args, token, time.time(), status, port))
         async with self._changed:
             self._changed.notify_all()
         late = _take(self._late, method, args)

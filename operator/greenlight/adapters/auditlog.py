@@ -269,11 +269,9 @@ class AuditLog:
         start (the offsets it reads are the log's as it was opened)."""
         head, start, named = self._file_head, self._after_head, "its head file"
         if head is None and self._anchored is not None and self.key is not None:
-            head, start, named = (
-                self._anchored,
-                self._offset_after(self._anchored.seq),
-                "the anchor",
-            )
+            found = self._record_end(self._anchored.seq)
+            start = found[0] if found is not None else None
+            head, named = self._anchored, "the anchor"
         if self.key is None or head is None or start is None or start == self._whole_end:
             return 0
         with contextlib.closing(self._lines_between(start, self._whole_end)) as lines:
@@ -308,11 +306,11 @@ class AuditLog:
         )
         return adopted
 
-    def _offset_after(self, seq: int) -> int | None:
-        """The byte offset just past the record `seq` (0 for the genesis), None when no whole
-        record has that number."""
+    def _record_end(self, seq: int) -> tuple[int, str] | None:
+        """Where the whole record `seq` ends (a byte offset) and its hash, from a scan of the
+        log; None when no whole record has that number. The genesis (0) ends at 0."""
         if seq == 0:
-            return 0
+            return 0, chain.GENESIS
         offset = 0
         with self.path.open("rb") as handle:
             for raw in handle:
@@ -324,7 +322,7 @@ class AuditLog:
                 except ValueError:
                     continue
                 if isinstance(record, dict) and record.get("seq") == seq:
-                    return offset
+                    return offset, str(record.get("hash"))
         return None
 
     def _lines_between(self, start: int, end: int) -> Generator[str]:
@@ -337,17 +335,8 @@ class AuditLog:
     def _hash_at(self, seq: int) -> str | None:
         if seq == self._seq:
             return self._prev
-        if seq == 0:
-            return chain.GENESIS
-        with self.path.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and record.get("seq") == seq:
-                    return str(record.get("hash"))
-        return None
+        found = self._record_end(seq)
+        return found[1] if found is not None else None
 
     def refuse(self, reason: str) -> None:
         """Fail every later write with `reason`, and let go of the log (so an admin can reset
