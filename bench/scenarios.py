@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 import aiohttp
 from tests.fakes.slack import Call
 from tests.support.operator import OperatorProcess
+from tests.support.scrape import Scrape, scrape
 
 from bench.apiclient import ApiClient, ApiError, Obj, Watcher, collection, phase
 from bench.stats import Summary
@@ -321,6 +322,35 @@ class OperatorLatency:
     decision_kubectl: Summary  # decision PATCH sent -> watch shows Approved
     decision_slack: Summary  # signed click POSTed -> watch shows Approved
     slack_ack: Summary  # signed click POSTed -> the endpoint's HTTP answer
+    # Inside the operator over the kubectl decisions, from its own histograms: mean seconds
+    # (and how many were observed) of each webhook's reviews and of the audit group commits.
+    inside: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+
+INSIDE = {
+    "mutating webhook review (SubjectAccessReview included)": (
+        "greenlight_admission_review_duration_seconds",
+        {"webhook": "greenlight-admission-mutate"},
+    ),
+    "validating webhook review": (
+        "greenlight_admission_review_duration_seconds",
+        {"webhook": "greenlight-admission-validate"},
+    ),
+    "audit group commit (write + fsync of the log and its head)": (
+        "greenlight_audit_write_duration_seconds",
+        {},
+    ),
+}
+
+
+def inside_means(before: Scrape, after: Scrape) -> dict[str, tuple[float, int]]:
+    """Mean duration and count of each INSIDE histogram between two scrapes."""
+    means: dict[str, tuple[float, int]] = {}
+    for what, (name, labels) in INSIDE.items():
+        count = after.since(before, f"{name}_count", **labels)
+        total = after.since(before, f"{name}_sum", **labels)
+        means[what] = (total / count if count else 0.0, int(count))
+    return means
 
 
 def _notified(obj: Obj) -> bool:
@@ -360,7 +390,7 @@ def _approve_token(call: Call) -> str:
 
 
 async def operator_latency(
-    bed: Testbed, namespace: str, interactions_url: str, samples: int
+    bed: Testbed, namespace: str, interactions_url: str, samples: int, metrics_port: int
 ) -> OperatorLatency:
     watcher = Watcher(bed.api, namespace)
     await watcher.start()
@@ -392,6 +422,7 @@ async def operator_latency(
 
         decision_rtt, by_kubectl, by_slack, acks = [], [], [], []
         half = len(names) // 2
+        before = await asyncio.to_thread(scrape, metrics_port)
         for name in names[:half]:
             approved = watcher.until(name, lambda o: phase(o) == "Approved")
             resolved = watcher.until(name, _resolved)
@@ -402,6 +433,7 @@ async def operator_latency(
             decision_rtt.append(time.perf_counter() - started)
             by_kubectl.append(await asyncio.wait_for(approved, 30) - started)
             await asyncio.wait_for(resolved, 30)
+        inside = inside_means(before, await asyncio.to_thread(scrape, metrics_port))
         for name in names[half:]:
             post = posts[name]
             payload = bed.slack.block_actions(
@@ -433,6 +465,7 @@ async def operator_latency(
         decision_kubectl=Summary.of(by_kubectl),
         decision_slack=Summary.of(by_slack),
         slack_ack=Summary.of(acks),
+        inside=inside,
     )
 
 

@@ -146,6 +146,30 @@ def test_pending_gauge_follows_the_pending_requests(
     poll(lambda: gauge_matches_cluster() == with_two - 1, 20)
 
 
+def test_a_decision_observes_its_admission_reviews_and_its_audit_write(
+    traced: SlackDeployment, requests: Requests
+) -> None:
+    port = traced.operator.metrics_port
+    requests.create("timed-one")
+    requests.phase("timed-one", "Pending")
+    before = scrape(port)
+
+    requests.annotate("timed-one", "greenlight.dev/decision=approve", as_user="alice")
+    requests.phase("timed-one", "Approved")
+
+    after = scrape(port)
+    for webhook in ("greenlight-admission-mutate", "greenlight-admission-validate"):
+        count = "greenlight_admission_review_duration_seconds_count"
+        assert after.since(before, count, webhook=webhook) >= 1
+        assert (
+            after.since(before, "greenlight_admission_review_duration_seconds_sum", webhook=webhook)
+            > 0
+        )
+    written = after.since(before, "greenlight_audit_write_duration_seconds_count")
+    assert written >= 1  # the decision's records, one group
+    assert after.since(before, "greenlight_audit_write_duration_seconds_sum") > 0
+
+
 def test_request_continues_the_sdk_trace_and_the_decision_links_to_it(
     traced: SlackDeployment,
     receiver: OtlpReceiver,

@@ -39,6 +39,14 @@ REASONS = (
     "policy_refused",
     "foreign_tenant",
 )
+WEBHOOKS = (
+    "greenlight-admission-mutate",
+    "greenlight-admission-validate",
+    "greenlight-admission-status",
+    "greenlight-admission-delete",
+    "greenlight-policy-validate-cluster",
+    "greenlight-policy-validate",
+)
 DECISION_BUCKETS: tuple[str, ...] = ("30.0", "60.0", "120.0", "300.0", "600.0", "1800.0")
 DECISION_BUCKETS += ("3600.0", "7200.0", "14400.0", "28800.0", "43200.0", "86400.0", "+Inf")
 
@@ -53,6 +61,7 @@ CONTRACT = {
     "greenlight_notification_duration_seconds": ("histogram", ("channel",)),
     "greenlight_decision_attempts_refused": ("counter", ("reason",)),
     "greenlight_audit_write_failures": ("counter", ()),
+    "greenlight_audit_write_duration_seconds": ("histogram", ()),
     "greenlight_audit_chain_broken": ("gauge", ()),
     "greenlight_follow_ups": ("counter", ("kind", "channel")),
     "greenlight_policy_evaluations": ("counter", ("outcome",)),
@@ -64,6 +73,7 @@ CONTRACT = {
     "greenlight_execution_start_delay_seconds": ("histogram", ()),
     "greenlight_executions_unfinished": ("gauge", ()),
     "greenlight_oldest_unfinished_execution_age_seconds": ("gauge", ()),
+    "greenlight_admission_review_duration_seconds": ("histogram", ("webhook",)),
     "greenlight_external_service_up": ("gauge", ("service",)),
     "greenlight_external_service_request_duration_seconds": ("histogram", ("service",)),
     "greenlight_build_info": ("gauge", ("version", "python_version")),
@@ -103,6 +113,7 @@ ZERO_SERIES: list[tuple[str, dict[str, str]]] = (
     ]
     + [("greenlight_notification_duration_seconds_count", {"channel": c}) for c in CHANNELS]
     + [("greenlight_decision_attempts_refused_total", {"reason": r}) for r in REASONS]
+    + [("greenlight_admission_review_duration_seconds_count", {"webhook": w}) for w in WEBHOOKS]
 )
 
 
@@ -272,6 +283,7 @@ def test_refuse_counts_a_known_reason() -> None:
         lambda: metrics.observe_decision("approved", "email", 1.0, None),
         lambda: metrics.observe_notification("email", "success", 1.0),
         lambda: metrics.refuse("because"),
+        lambda: metrics.observe_admission_review("greenlight-admission-other", 0.001),
     ],
 )
 def test_unknown_label_values_are_refused_so_labels_stay_bounded(call: object) -> None:

@@ -149,3 +149,10 @@ def test_every_greenlight_webhook_is_routed() -> None:
     for webhook in (admission.VALIDATE_ID, admission.STATUS_ID, admission.DELETE_ID):
         assert table[webhook].mutating is False
     assert table[policycheck.CLUSTER_ID].fn is policycheck.check_cluster_policy
+
+
+def test_every_routed_webhook_has_its_latency_series() -> None:
+    from greenlight.adapters import admission, policycheck  # noqa: F401  (register the handlers)
+    from greenlight.telemetry import metrics
+
+    assert sorted(routes(kopf.get_default_registry())) == sorted(metrics.WEBHOOKS)

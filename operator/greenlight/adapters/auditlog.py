@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from opentelemetry import trace
 
 from greenlight.core import audit as chain
 from greenlight.core.timefmt import format_precise, now
-from greenlight.telemetry import spans
+from greenlight.telemetry import metrics, spans
 
 _log = structlog.get_logger("greenlight.audit")
 _tracer = trace.get_tracer("greenlight.operator")
@@ -447,12 +448,14 @@ class AuditLog:
             if self._refusal is not None:
                 records: list[dict[str, Any]] | AuditWriteError = AuditWriteError(self._refusal)
             else:
+                started = time.perf_counter()
                 try:
                     records = await asyncio.to_thread(self._commit, [f for f, _ in group])
                 except AuditWriteError as exc:
                     records = exc
                 except Exception as exc:  # every waiting caller must get an answer
                     records = AuditWriteError(f"cannot write audit record to {self.path}: {exc}")
+                metrics.AUDIT_WRITE_DURATION.observe(time.perf_counter() - started)
             if isinstance(records, AuditWriteError):
                 for fields, written in group:
                     self._settle(fields, written, error=records)

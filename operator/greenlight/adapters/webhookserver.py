@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ import structlog
 from kopf._cogs.structs import reviews
 from kopf._core.engines.admission import WebhookError
 from kopf._core.intents.causes import WebhookType
+
+from greenlight.telemetry import metrics
 
 _log = structlog.get_logger("greenlight.webhooks")
 MAX_REVIEW_BYTES = 8 * 1024 * 1024
@@ -82,15 +85,19 @@ class WebhookServer(kopf.WebhookServer):
             _log.warning("admission review from an unexpected client refused", peer=_cn(peer))
             raise aiohttp.web.HTTPForbidden(reason="client certificate not accepted")
         body = await _read_bounded(request)
+        started = time.perf_counter()
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise aiohttp.web.HTTPBadRequest(reason=str(exc)[:200]) from None
         if not isinstance(data, dict) or not isinstance(data.get("request"), dict):
             raise aiohttp.web.HTTPBadRequest(reason="not an AdmissionReview")
-        route = self.routes.get(request.match_info.get("id", ""))
+        webhook = request.match_info.get("id", "")
+        route = self.routes.get(webhook)
         if route is not None and self.memo is not None:
-            return aiohttp.web.json_response(await review(route, data, self.memo))
+            answer = await review(route, data, self.memo)
+            metrics.observe_admission_review(webhook, time.perf_counter() - started)
+            return aiohttp.web.json_response(answer)
         try:
             response = await fn(
                 cast(reviews.Request, data),

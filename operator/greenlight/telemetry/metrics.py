@@ -61,6 +61,18 @@ DECISION_BUCKETS: tuple[float, ...] = (
 )
 # Round trips to Slack and to external services' status endpoints.
 CALL_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Work on a decision's path inside the operator: an audit group commit (its fsyncs), one
+# admission review. From half a millisecond (a fast local disk) to a second.
+PATH_BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+# The admission webhooks, by their handler id (the URL path they are served at).
+WEBHOOKS: tuple[str, ...] = (
+    "greenlight-admission-mutate",
+    "greenlight-admission-validate",
+    "greenlight-admission-status",
+    "greenlight-admission-delete",
+    "greenlight-policy-validate-cluster",
+    "greenlight-policy-validate",
+)
 
 OPERATOR_REGISTRY = Registry()
 
@@ -116,10 +128,25 @@ AUDIT_WRITE_FAILURES = Counter(
     "Audit records that could not be written (the decision was then not reported).",
     registry=OPERATOR_REGISTRY,
 )
+AUDIT_WRITE_DURATION = Histogram(
+    "greenlight_audit_write_duration_seconds",
+    "Time one group of audit records took to become durable (written and fsynced, with the "
+    "head), or to fail; nothing waiting on it is reported before.",
+    buckets=PATH_BUCKETS,
+    registry=OPERATOR_REGISTRY,
+)
 AUDIT_CHAIN_BROKEN = Gauge(
     "greenlight_audit_chain_broken",
     "1 when the audit log holds fewer records than its head file or anchor (the operator then "
     "records and decides nothing until an admin resets the chain), else 0.",
+    registry=OPERATOR_REGISTRY,
+)
+ADMISSION_REVIEW_DURATION = Histogram(
+    "greenlight_admission_review_duration_seconds",
+    "Time the operator took to answer one AdmissionReview, from its body read to the answer "
+    "built (a decision's SubjectAccessReview included), by webhook.",
+    ["webhook"],
+    buckets=PATH_BUCKETS,
     registry=OPERATOR_REGISTRY,
 )
 EXTERNAL_SERVICE_UP = Gauge(
@@ -243,6 +270,8 @@ def _initialise() -> None:
         RECEIPT_VERIFICATIONS.labels(result=result)
     for result in EXECUTION_RESULTS:
         EXECUTIONS.labels(result=result)
+    for webhook in WEBHOOKS:
+        ADMISSION_REVIEW_DURATION.labels(webhook=webhook)
     BUILD_INFO.labels(version=_version(), python_version=platform.python_version()).set(1)
 
 
@@ -303,6 +332,12 @@ def observe_execution(result: str, seconds: float) -> None:
     _check("result", result, EXECUTION_RESULTS)
     EXECUTIONS.labels(result=result).inc()
     EXECUTION_DURATION.observe(max(seconds, 0.0))
+
+
+def observe_admission_review(webhook: str, seconds: float) -> None:
+    """Observe how long the operator took to answer one AdmissionReview of `webhook`."""
+    _check("webhook", webhook, WEBHOOKS)
+    ADMISSION_REVIEW_DURATION.labels(webhook=webhook).observe(max(seconds, 0.0))
 
 
 def refuse(reason: str) -> None:
