@@ -769,6 +769,41 @@ def operator() -> JSON:
                 ],
             ),
             Row(
+                "Decision path",
+                [
+                    timeseries(
+                        "Audit write latency p99",
+                        "Time for a group of audit records to become durable (written and "
+                        "fsynced). Every decision waits for it: a slow audit volume shows here "
+                        "before writes fail.",
+                        [
+                            Query(
+                                "histogram_quantile(0.99, sum by (le) (rate("
+                                "greenlight_audit_write_duration_seconds_bucket"
+                                f"{{{NS}}}[$__rate_interval])))",
+                                "p99",
+                            )
+                        ],
+                        unit="s",
+                    ),
+                    timeseries(
+                        "Admission review latency p99",
+                        "Time the operator takes to answer one AdmissionReview, per webhook "
+                        "(a decision's SubjectAccessReview included). Above the webhooks' 10 s "
+                        "timeout the API server refuses the write.",
+                        [
+                            Query(
+                                "histogram_quantile(0.99, sum by (webhook, le) (rate("
+                                "greenlight_admission_review_duration_seconds_bucket"
+                                f"{{{NS}}}[$__rate_interval])))",
+                                "{{webhook}}",
+                            )
+                        ],
+                        unit="s",
+                    ),
+                ],
+            ),
+            Row(
                 "Logs",
                 [
                     log_rate(
