@@ -690,12 +690,22 @@ class StubDecisions:
         return request
 
     async def submit_decision(
-        self, namespace: str, name: str, identity: Identity, action: Action, reason: str, via: Via
+        self,
+        namespace: str,
+        name: str,
+        identity: Identity,
+        action: Action,
+        reason: str,
+        via: Via,
+        *,
+        uid: str = "",
     ) -> RequestView:
         self.submitted.append((namespace, name, identity, action, reason, via))
         request = next(
             r for r in self.requests.values() if (r.namespace, r.name) == (namespace, name)
         )
+        if uid and request.uid != uid:
+            raise DecisionRefused("not_found", f"{namespace}/{name} is another request now")
         if request.phase.terminal:
             by = request.decision.by if request.decision else ""
             raise DecisionRefused("already_decided", f"already {request.phase.value} by {by}")

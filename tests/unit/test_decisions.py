@@ -74,6 +74,27 @@ async def test_an_allowed_approval_writes_a_record_the_operator_accepts(desk: De
     assert records(desk.audit) == []  # "allowed" is audited once the operator sees it persisted
 
 
+async def test_a_click_for_a_request_since_created_again_under_its_name_is_refused(
+    desk: Desk,
+) -> None:
+    clicked = create_request(desk.kube, NS, NAME)["metadata"]["uid"]
+    desk.kube.allow("bob", "approve", NS)
+    # Deleted and created again (another plan) between the click's lookup and its write.
+    desk.kube.delete(NS, NAME)
+    created = create_request(desk.kube, NS, NAME)["metadata"]["uid"]
+    assert created != clicked
+
+    with pytest.raises(DecisionRefused) as refused:
+        await desk.service.submit_decision(
+            NS, NAME, BOB, Action.APPROVE, "", Via.SLACK, uid=clicked
+        )
+
+    assert refused.value.reason == "not_found"
+    assert "created again" in refused.value.message
+    assert record_key("bob") not in desk.kube.stored(NS, NAME)["metadata"].get("annotations", {})
+    assert "patch_annotations" not in desk.kube.calls
+
+
 async def test_a_record_is_written_with_the_version_it_was_authorized_against(
     desk: Desk,
 ) -> None:

@@ -112,9 +112,18 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         )
 
         async def submit(
-            namespace: str, name: str, identity: Identity, action: Action, reason: str, via: Via
+            namespace: str,
+            name: str,
+            identity: Identity,
+            action: Action,
+            reason: str,
+            via: Via,
+            *,
+            uid: str = "",
         ) -> RequestView:  # looked up per call, so a test may slow the stub down
-            return await decisions.submit_decision(namespace, name, identity, action, reason, via)
+            return await decisions.submit_decision(
+                namespace, name, identity, action, reason, via, uid=uid
+            )
 
         port = DecisionsPort(submit, decisions.find_request_by_uid, decisions.record_audit)
         runtime = await start_teams(
@@ -520,9 +529,9 @@ async def test_a_slow_decision_is_answered_in_time_and_finished(harness: Harness
     _request, card = await harness.post()
     slow = harness.decisions.submit_decision
 
-    async def submit(*args: Any) -> RequestView:
+    async def submit(*args: Any, **kwargs: Any) -> RequestView:
         await asyncio.sleep(1.5)
-        return await slow(*args)
+        return await slow(*args, **kwargs)
 
     harness.decisions.submit_decision = submit  # type: ignore[method-assign,assignment]
     status, answer = await harness.click("alice", card)

@@ -25,7 +25,15 @@ AUTHENTICATED_GROUP = "system:authenticated"
 
 class SubmitDecision(Protocol):
     async def __call__(
-        self, namespace: str, name: str, identity: Identity, action: Action, reason: str, via: Via
+        self,
+        namespace: str,
+        name: str,
+        identity: Identity,
+        action: Action,
+        reason: str,
+        via: Via,
+        *,
+        uid: str = "",
     ) -> RequestView: ...
 
 

@@ -127,12 +127,34 @@ class DecisionService:
         return request.view() if request.uid == uid else None
 
     async def submit_decision(
-        self, namespace: str, name: str, identity: Identity, action: Action, reason: str, via: Via
+        self,
+        namespace: str,
+        name: str,
+        identity: Identity,
+        action: Action,
+        reason: str,
+        via: Via,
+        *,
+        uid: str = "",
     ) -> RequestView:
-        """Authorize and record one decision; raise DecisionRefused when refused."""
+        """Authorize and record one decision; raise DecisionRefused when refused.
+
+        `uid` (a chat button's) must be the uid of the object read here: a request deleted and
+        created again under the same name since the click was resolved is another request, and
+        the decision is refused instead of landing on it."""
 
         async def attempt() -> RequestView:
-            request = Request.parse(await self.kube.get(namespace, name), self.marks_key)
+            try:
+                body = await self.kube.get(namespace, name)
+            except NotFound:
+                raise DecisionRefused("not_found", f"{namespace}/{name} no longer exists") from None
+            request = Request.parse(body, self.marks_key)
+            if uid and request.uid != uid:
+                raise DecisionRefused(
+                    "not_found",
+                    f"{namespace}/{name} is no longer the request this button was for "
+                    "(it was deleted and created again); decide the new one from its own message",
+                )
             at = now()
             view = request.view()
             verdict = await authorize(

@@ -189,7 +189,13 @@ class InteractionHandler:
             # A repeated approval is recorded once (the decision path answers "duplicate").
             repeated = click.expected is Action.APPROVE and identity.user in request.approvals
             await self._decisions.submit_decision(
-                request.namespace, request.name, identity, click.expected, click.reason, Via.SLACK
+                request.namespace,
+                request.name,
+                identity,
+                click.expected,
+                click.reason,
+                Via.SLACK,
+                uid=request.uid,
             )
         except _Refused as refusal:
             await self._refused(click, refusal)

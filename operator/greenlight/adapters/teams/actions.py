@@ -100,7 +100,13 @@ class CardActions:
                 )
             repeated = action is Action.APPROVE and identity.user in request.approvals
             view = await self._decisions.submit_decision(
-                request.namespace, request.name, identity, action, click.reason, Via.TEAMS
+                request.namespace,
+                request.name,
+                identity,
+                action,
+                click.reason,
+                Via.TEAMS,
+                uid=request.uid,
             )
         except _Refused as refusal:
             return await self._refused(click, refusal)
