@@ -533,7 +533,7 @@ async def test_a_slow_decision_is_answered_in_time_and_finished(harness: Harness
         await asyncio.sleep(1.5)
         return await slow(*args, **kwargs)
 
-    harness.decisions.submit_decision = submit  # type: ignore[method-assign,assignment]
+    harness.decisions.submit_decision = submit  # type: ignore[method-assign]
     status, answer = await harness.click("alice", card)
 
     assert status == 200
