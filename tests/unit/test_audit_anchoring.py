@@ -663,6 +663,21 @@ async def test_forged_or_malformed_head_file_is_refused(tmp_path: Path) -> None:
         AuditLog(path, key=KEY).check_against(None)
 
 
+async def test_head_without_a_mac_over_a_cut_is_refused_when_the_anchor_is_gone(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    (await write_log(path, 5)).close()
+    # Cut after record 3, a head without a MAC naming record 3, the anchor ConfigMap deleted.
+    kept = lines_of(path)[:3]
+    path.write_text("".join(kept), encoding="utf-8")
+    last = json.loads(kept[-1])
+    head_path(path).write_text(json.dumps({"seq": 3, "hash": last["hash"]}))
+
+    with pytest.raises(AuditChainBroken, match="MAC does not match the audit key"):
+        AuditLog(path, key=KEY).check_against(None, anchor_expected=True)
+
+
 async def test_head_from_before_heads_were_maced_is_accepted_at_the_log_end(
     tmp_path: Path,
 ) -> None:

@@ -213,7 +213,9 @@ class AuditLog:
         """Raise AuditChainBroken (AuditLogTruncated when records are missing) unless the log
         holds everything its head file and `anchor` record, so no new chain starts over a cut
         or vanished log. A head file written before heads carried a MAC is accepted only where
-        it matches the log's end exactly; it gets its MAC at the next write. With
+        it matches the log's end exactly and no configured anchor is missing (a head without a
+        MAC is what anyone can write over a cut, and the anchor is then the only witness); it
+        gets its MAC at the next write. With
         `anchor_expected` (an anchor is configured but none exists) a log with records must
         still have its head file: both gone at once is how a cut would be hidden."""
         if self._file_head_error is not None:
@@ -230,7 +232,11 @@ class AuditLog:
         ):
             if reference is None:
                 continue
-            legacy = name == "head file" and reference.mac is None
+            legacy = (
+                name == "head file"
+                and reference.mac is None
+                and not (anchor_expected and anchor is None)
+            )
             matches_end = (reference.seq, reference.hash) == (self._seq, self._prev)
             if (
                 self.key is not None
