@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -301,3 +304,34 @@ def test_stopping_the_server_releases_the_port() -> None:
 
     with pytest.raises(OSError, match="refused"):
         scrape(port)
+
+
+def test_connections_that_send_nothing_are_bounded_and_timed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from greenlight.telemetry import exposition
+
+    monkeypatch.setattr(exposition._Handler, "timeout", 1.0)
+    server = metrics.serve(0, "127.0.0.1")
+    threads_before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(exposition.MAX_CONNECTIONS + 20):
+            connection = socket.create_connection(("127.0.0.1", server.port))
+            connection.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the rest
+            idle.append(connection)
+        time.sleep(0.3)
+        assert threading.active_count() <= threads_before + exposition.MAX_CONNECTIONS
+        # Past their timeout the silent connections are closed, and scrapes are served again.
+        for connection in idle:
+            connection.settimeout(5)
+            assert connection.recv(1024) == b""  # closed: turned away, or timed out
+        deadline = time.monotonic() + 5
+        while threading.active_count() > threads_before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() <= threads_before
+        assert "greenlight_build_info" in scrape(server.port)
+    finally:
+        for connection in idle:
+            connection.close()
+        server()

@@ -1,18 +1,31 @@
 """Serving a Prometheus registry over HTTP, for the operator and for the agent SDK alike.
 
-The server runs in a daemon thread (prometheus-client's WSGI server), so a busy or blocked
-asyncio loop never delays a scrape. It negotiates the format from the `Accept` header: Prometheus
-text by default, OpenMetrics when asked, which is the format that carries exemplars.
+The server runs in a daemon thread (prometheus-client's WSGI app on the standard library's
+threading WSGI server), so a busy or blocked asyncio loop never delays a scrape. It negotiates
+the format from the `Accept` header: Prometheus text by default, OpenMetrics when asked, which
+is the format that carries exemplars.
+
+The port needs no credentials, so what a caller can make it hold is bounded: at most
+MAX_CONNECTIONS connections are served at once (one thread each; more are closed at once), and
+a connection that sends nothing for CONNECTION_TIMEOUT seconds is closed. A scraper makes one
+short request at a time, far inside both.
 """
 
 from __future__ import annotations
 
+import socket
+import sys
 import threading
 from collections.abc import Iterable
-from wsgiref.simple_server import WSGIServer
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.metrics_core import Metric
+
+MAX_CONNECTIONS = 16
+CONNECTION_TIMEOUT = 10.0
 
 # Metrics are scraped by Prometheus from another pod, so the default listens on every interface.
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104
@@ -54,7 +67,50 @@ class MetricsServer:
         self._server.server_close()
 
 
+class _Handler(WSGIRequestHandler):
+    timeout = CONNECTION_TIMEOUT  # applied to the connection's socket before it is read
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: a scrape is no log line."""
+
+
+class _BoundedServer(ThreadingWSGIServer):
+    """One thread per connection, at most MAX_CONNECTIONS at once; the rest are closed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went silent (timed out) or away is no error worth a traceback."""
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
 def serve(registry: CollectorRegistry, port: int, host: str = ALL_INTERFACES) -> MetricsServer:
     """Serve `registry` at http://host:port/metrics (every path answers with the metrics)."""
-    server, thread = start_http_server(port, addr=host, registry=registry)
+
+    class Server(_BoundedServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=_Handler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
     return MetricsServer(server, thread)
