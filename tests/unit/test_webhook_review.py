@@ -156,3 +156,21 @@ def test_every_routed_webhook_has_its_latency_series() -> None:
     from greenlight.telemetry import metrics
 
     assert sorted(routes(kopf.get_default_registry())) == sorted(metrics.WEBHOOKS)
+
+
+def test_the_audit_subject_of_a_new_object_ignores_the_status_its_creator_sent() -> None:
+    from greenlight.adapters.admission import subject_of
+    from greenlight.core.stamps import plan_digest
+
+    sent: dict[str, Any] = {
+        "metadata": {"namespace": "ci", "name": "r"},
+        "spec": {"plan": {"details": "drop table"}},
+        "status": {"requestedBy": "alice", "phase": "Approved", "planDigest": "sha256:" + "0" * 64},
+    }
+    subject = subject_of(sent)
+    assert subject is not None
+    assert (subject["requestedBy"], subject["phase"]) == (None, None)
+    assert subject["planDigest"] == plan_digest("drop table")
+
+    stored = {**sent, "metadata": {**sent["metadata"], "uid": "uid-1"}}
+    assert subject_of(stored) == {**subject, "uid": "uid-1", **sent["status"]}

@@ -169,11 +169,13 @@ def annotations_of(body: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def subject_of(body: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The audit subject of a reviewed object (a new one has no uid or timestamp yet)."""
+    """The audit subject of a reviewed object (a new one has no uid or timestamp yet). The
+    status of a new one is whatever its creator sent (the API server drops it only after
+    admission), so it is not read: only a stored object's status is the operator's."""
     if body is None:
         return None
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
-    status = body.get("status") or {}
+    status = (body.get("status") or {}) if meta.get("uid") else {}
     details = (spec.get("plan") or {}).get("details")
     return {
         "namespace": meta.get("namespace"),
