@@ -639,6 +639,13 @@ def _audit_verify(args: argparse.Namespace) -> int:
             result = audit.verify(handle, **checks)
     if result.ok:
         print(f"{args.file}: OK, {result.message}")
+        if key is None:
+            print(
+                f"{args.file}: note: without --key-file only the hash chain was checked, not the "
+                "records' MACs: whoever can write the file could have rewritten it and its head "
+                "consistently",
+                file=sys.stderr,
+            )
         return 0
     if result.message == audit.UNANCHORED:
         print(
