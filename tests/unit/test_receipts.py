@@ -525,3 +525,22 @@ def test_request_refuses_a_bad_valid_for_before_contacting_a_cluster(
 
     assert cli.main([*argv, "--valid-for", "2d"]) == 1
     assert "validFor '2d'" in capsys.readouterr().err
+
+
+def test_the_receipt_names_the_effective_required_approvals_not_the_specs(
+    signer: Signer,
+) -> None:
+    from dataclasses import replace
+
+    from greenlight.core.policies import EffectivePolicy
+
+    request, transition = decide(obj(("alice", Action.APPROVE)), signer)
+    assert request.spec.required_approvals == 1
+    stricter = replace(
+        request, marks=replace(request.marks, policy=EffectivePolicy(required_approvals=2))
+    )
+
+    predicate = receipts.statement(stricter, transition.status)["predicate"]
+
+    assert predicate["requiredApprovals"] == 2
+    assert receipts.statement(request, transition.status)["predicate"]["requiredApprovals"] == 1

@@ -58,7 +58,12 @@ def statement(request: Request, status: Status) -> dict[str, Any]:
             "taskId": spec.task_id,
             "requester": status.requested_by or request.requested_by,
             "onBehalfOf": spec.on_behalf_of,
-            "requiredApprovals": spec.required_approvals,
+            # The effective count (the stamped policy's, when one applied), not the spec's.
+            "requiredApprovals": (
+                request.policy.required_approvals
+                if request.policy is not None
+                else spec.required_approvals
+            ),
             # The policies that decided who had to approve (names; [] for the request's own).
             "policies": list(request.policy.sources) if request.policy is not None else [],
             "approvers": [
