@@ -406,6 +406,27 @@ def test_policy_approvers_are_not_widened_to_other_spellings_of_a_person() -> No
     assert verdict.code == "not_in_approvers"
 
 
+@pytest.mark.parametrize("other", ["ALICE", "Alice", "alice ", "\uff41\uff4c\uff49\uff43\uff45"])
+def test_another_account_spelled_like_a_listed_approver_is_not_admitted(other: str) -> None:
+    """`ALICE` or a full-width `alice` is another Kubernetes account than `alice`: being listed
+    grants a right, so a decider's own spelling is never folded into a listed name."""
+    request = replace(PENDING, approvers_users=("alice",))
+
+    verdict = judge(request, attempt(other), rbac_allowed=True, now=NOW)
+
+    assert verdict.code == "not_in_approvers"
+    exact = replace(PENDING, approvers_users=(other,))
+    assert judge(exact, attempt(other), rbac_allowed=True, now=NOW).code == "ok"
+
+
+def test_another_account_spelled_like_the_requester_may_not_cancel() -> None:
+    request = replace(PENDING, on_behalf_of="alice")
+
+    verdict = judge(request, attempt("ALICE", Action.CANCEL), rbac_allowed=False, now=NOW)
+
+    assert verdict.code == "not_authorized"
+
+
 def test_requester_in_other_case_may_cancel() -> None:
     request = replace(PENDING, on_behalf_of="Alice")
 

@@ -1164,3 +1164,12 @@ def test_a_compiled_policy_names_itself_for_status() -> None:
     policy = CompiledPolicy(PolicyKind.NAMESPACED, "own", "payments", "12")
     assert policy.ref == "ApprovalPolicy/payments/own"
     assert policy.source == "ApprovalPolicy/payments/own@12"
+
+
+def test_a_policy_listing_admits_its_spellings_only_for_a_canonical_decider() -> None:
+    listed = ApproverSet(users=("Alice ",), source="ClusterApprovalPolicy/prod")
+
+    assert listed.admits("alice", [])
+    assert not listed.admits("ALICE", [])  # another Kubernetes account
+    assert not listed.admits("\uff41lice", [])
+    assert ApproverSet(users=("ALICE",)).admits("ALICE", [])  # listed as it is spelled

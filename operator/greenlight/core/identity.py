@@ -31,7 +31,7 @@ are also compared after removing invisible characters and folding common look-al
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 ON_BEHALF_OF_FIELD = "spec.requester.onBehalfOf"
@@ -171,6 +171,23 @@ def canonical(name: str) -> str:
     """The form every identity comparison uses: NFKC, case folded (NFKC again), trimmed."""
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
     return folded.strip()
+
+
+def grants(listed: Iterable[str], user: str) -> bool:
+    """Whether the decider `user` is one of the names `listed`, where being listed grants a
+    right (approver lists, the requester's cancel).
+
+    A listing matches in any spelling of the same canonical name (`Alice ` lists `alice`),
+    but only for a decider whose own name is canonical already: `ALICE`, `alice` in full-width
+    letters or `alice ` are other Kubernetes accounts than `alice`, and match only a listing
+    spelled exactly as they are. Folding widens a comparison, so it is used where it takes a
+    right away (`same_person`), and here only from the listing's side.
+    """
+    names = tuple(listed)
+    if user in names:
+        return True
+    name = canonical(user)
+    return name == user and any(canonical(u) == name for u in names)
 
 
 def name_problem(value: str, field: str) -> str | None:

@@ -42,7 +42,7 @@ from greenlight.core.durations import (
     parse_duration,
     parse_timeout,
 )
-from greenlight.core.identity import canonical
+from greenlight.core.identity import canonical, grants
 
 # Bounds, the same as the CRDs' (crds/greenlight.dev_*approvalpolicies.yaml).
 MAX_GLOBS = 20
@@ -194,8 +194,7 @@ class ApproverSet:
     source: str = ""  # the policy (or spec.policy.approvers) that restricts
 
     def admits(self, user: str, groups: Iterable[str]) -> bool:
-        name = canonical(user)
-        return any(canonical(u) == name for u in self.users) or bool(set(groups) & set(self.groups))
+        return grants(self.users, user) or bool(set(groups) & set(self.groups))
 
     @property
     def restricts(self) -> bool:

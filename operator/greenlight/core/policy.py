@@ -17,7 +17,7 @@ from datetime import datetime
 
 from greenlight.core.identity import (
     ON_BEHALF_OF_FIELD,
-    canonical,
+    grants,
     meaningful_text,
     name_problem,
     same_person,
@@ -59,7 +59,7 @@ def judge(request: RequestView, attempt: Attempt, *, rbac_allowed: bool, now: da
     if attempt.action is Action.CANCEL:
         # A cancel stops the action as surely as a deny, so an approver who may not decide this
         # request (outside policy.approvers) may not cancel it either; the requester always may.
-        if any(canonical(user) == canonical(who) for who in _requesters(request)):
+        if grants(_requesters(request), user):
             return Verdict(True, "ok", f"{ref} cancelled by {user}")
         if rbac_allowed and not _in_approvers(request, attempt.identity):
             return _not_in_approvers(request, attempt.identity)
@@ -165,8 +165,7 @@ def _in_own_approvers(request: RequestView, identity: Identity) -> bool:
     """Allowed by the request's own `policy.approvers` (no list: anyone RBAC allows)."""
     if not request.approvers_users and not request.approvers_groups:
         return True
-    listed = {canonical(user) for user in request.approvers_users}
-    return canonical(identity.user) in listed or bool(
+    return grants(request.approvers_users, identity.user) or bool(
         set(identity.groups) & set(request.approvers_groups)
     )
 
