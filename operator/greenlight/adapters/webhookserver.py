@@ -9,7 +9,11 @@
 - **How much it may send.** An AdmissionReview carries the object twice (old and new); a plan at
   the schema's size limit does not fit aiohttp's default 1 MiB body limit, which made such a
   request undecidable. Bodies up to MAX_REVIEW_BYTES are read (the API server itself bounds an
-  object to about 1.5 MiB); larger ones get 413.
+  object to about 1.5 MiB); larger ones get 413. Without a client CA anyone who reaches the
+  port can send reviews, so what they can make the operator hold is bounded too: the reviews
+  being read and answered at once hold at most REVIEW_BYTES_IN_FLIGHT of bodies between them
+  (a review waits for room before its body is read; its Content-Length, or MAX_REVIEW_BYTES
+  when it sends none, is what it reserves), and a body must arrive within BODY_SECONDS (408).
 
 Reviews for Greenlight's own webhooks are answered here directly (`review`): the handler
 declared with `@kopf.on.mutate`/`@kopf.on.validate` for the webhook's id is called with the
@@ -22,11 +26,13 @@ configuration is still derived from them (adapters/webhookconfig.py).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -42,6 +48,30 @@ from greenlight.telemetry import metrics
 
 _log = structlog.get_logger("greenlight.webhooks")
 MAX_REVIEW_BYTES = 8 * 1024 * 1024
+REVIEW_BYTES_IN_FLIGHT = 32 * 1024 * 1024
+BODY_SECONDS = 5.0
+
+
+class ByteBudget:
+    """Bytes that requests being handled may hold between them; `hold` waits for room."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        size = min(size, self.total)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.free >= size)
+            self.free -= size
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.free += size
+                self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -73,6 +103,7 @@ class WebhookServer(kopf.WebhookServer):
         super().__init__(**kwargs)
         self.client_names = frozenset(client_names)
         self.requires_client_cert = client_ca is not None
+        self.budget = ByteBudget(REVIEW_BYTES_IN_FLIGHT)
         # Set at start-up: the handlers' routes and the operator's memo (the gate).
         self.routes: Mapping[str, Route] = {}
         self.memo: Any = None
@@ -84,7 +115,13 @@ class WebhookServer(kopf.WebhookServer):
         if self.requires_client_cert and not self._trusted(peer):
             _log.warning("admission review from an unexpected client refused", peer=_cn(peer))
             raise aiohttp.web.HTTPForbidden(reason="client certificate not accepted")
-        body = await _read_bounded(request)
+        async with self.budget.hold(_reserved(request)):
+            body = await read_body(request)
+            return await self._answer(fn, request, peer, body)
+
+    async def _answer(
+        self, fn: kopf.WebhookFn, request: aiohttp.web.Request, peer: Any, body: bytes
+    ) -> aiohttp.web.Response:
         started = time.perf_counter()
         try:
             data = json.loads(body)
@@ -195,11 +232,28 @@ def json_patch(body: Any, patch: kopf.Patch) -> list[dict[str, Any]]:
     return ops
 
 
-async def _read_bounded(request: aiohttp.web.Request) -> bytes:
+def _reserved(request: aiohttp.web.Request) -> int:
+    """What a review's body may take: its Content-Length (413 over the limit), else the limit."""
     if request.content_length is not None and request.content_length > MAX_REVIEW_BYTES:
         raise aiohttp.web.HTTPRequestEntityTooLarge(
             max_size=MAX_REVIEW_BYTES, actual_size=request.content_length
         )
+    return MAX_REVIEW_BYTES if request.content_length is None else request.content_length
+
+
+async def read_body(request: aiohttp.web.Request) -> bytes:
+    """The review's body, at most MAX_REVIEW_BYTES (413) and within BODY_SECONDS (408)."""
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            return await _read_bounded(request)
+    except TimeoutError:
+        raise aiohttp.web.HTTPRequestTimeout(
+            reason="the review's body was not sent in time"
+        ) from None
+
+
+async def _read_bounded(request: aiohttp.web.Request) -> bytes:
+    _reserved(request)
     chunks, size = [], 0
     while chunk := await request.content.read(64 * 1024):
         size += len(chunk)
