@@ -480,13 +480,30 @@ async def test_a_deleted_request_is_forgotten_and_its_deletion_audited(rig: Rig)
 
     assert pending_gauge() == 1
     assert rig.converger.ledger.locate(doomed) is None
-    assert rig.converger.ledger.deleter(doomed) == ""
+    assert rig.converger.ledger.deleters(doomed) == ()
     assert rig.converger.clock.due(NS, NAME) is None
     assert rig.converger.clock.armed == 1
     (deleted,) = rig.records("deleted")
     assert (deleted["actor"], deleted["outcome"]) == ("carol", "deleted")
     assert deleted["request"]["uid"] == doomed
     assert deleted["request"]["name"] == NAME
+
+
+async def test_a_deletion_several_callers_were_seen_asking_for_names_nobody_for_certain(
+    rig: Rig,
+) -> None:
+    uid = create_request(rig.kube, NS, NAME)["metadata"]["uid"]
+    await rig.deliver()
+    rig.converger.ledger.deleting(uid, "carol")
+    rig.converger.ledger.deleting(uid, "mallory")  # e.g. a review forged to the webhook port
+    rig.converger.ledger.deleting(uid, "carol")
+
+    rig.kube.delete(NS, NAME)
+    await rig.deliver()
+
+    (deleted,) = rig.records("deleted", uid)
+    assert deleted["actor"] == "unknown"
+    assert deleted["details"]["named"] == ["carol", "mallory"]
 
 
 async def test_a_deletion_nobody_was_seen_asking_for_is_audited_as_unknown(rig: Rig) -> None:

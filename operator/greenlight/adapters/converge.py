@@ -310,7 +310,7 @@ class Converger:
         meta = body.get("metadata") or {}
         uid, namespace, name = str(meta.get("uid", "")), str(meta["namespace"]), str(meta["name"])
         async with self._locks.hold((namespace, name)):  # after a reconcile still in flight
-            deleter = self.ledger.deleter(uid)
+            deleters = self.ledger.deleters(uid)
             self.ledger.forget(uid)
             self.announcer.forget(uid)
             if not self.ledger.lives_at(namespace, name):  # not recreated under the same name
@@ -320,17 +320,24 @@ class Converger:
             subject = request.subject()
         except (ValueError, KeyError):
             subject = {"namespace": namespace, "name": name, "uid": uid}
+        details: dict[str, Any]
+        if len(deleters) == 1:
+            actor, details = deleters[0], {"deleter": "as the admission review named the caller"}
+        elif deleters:
+            actor = "unknown"
+            details = {
+                "deleter": "the admission reviews of deletes named several callers",
+                "named": list(deleters),
+            }
+        else:
+            actor, details = "unknown", {"deleter": "no admission review of the delete was seen"}
         try:
             await self.audit.record(
                 "deleted",
                 request=subject,
-                actor=deleter or "unknown",
+                actor=actor,
                 outcome="deleted",
-                details={
-                    "deleter": "as the admission review named the caller"
-                    if deleter
-                    else "no admission review of the delete was seen"
-                },
+                details=details,
                 event_id=f"{uid}:deleted",
             )
         except AuditWriteError as exc:

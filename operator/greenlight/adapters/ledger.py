@@ -31,12 +31,15 @@ def _version(resource_version: str) -> int | None:
     return int(resource_version) if resource_version.isdigit() else None
 
 
+MAX_DELETERS = 4  # names kept per request from the admission reviews of its deletes
+
+
 @dataclass
 class Ledger:
     where: dict[str, tuple[str, str]] = field(default_factory=dict)
     _pending: dict[str, float] = field(default_factory=dict)
     _versions: dict[str, int] = field(default_factory=dict)
-    _deleters: dict[str, str] = field(default_factory=dict)
+    _deleters: dict[str, list[str]] = field(default_factory=dict)
     _running: dict[str, float] = field(default_factory=dict)
     listed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -70,12 +73,19 @@ class Ledger:
         return version is not None and known is not None and version <= known
 
     def deleting(self, uid: str, user: str) -> None:
-        """The admission webhook saw `user` ask to delete `uid` (kept for live requests only)."""
-        if uid in self.where:
-            self._deleters[uid] = user
+        """The admission webhook saw `user` ask to delete `uid` (kept for live requests only;
+        up to MAX_DELETERS different names, in the order they came)."""
+        if uid not in self.where:
+            return
+        names = self._deleters.setdefault(uid, [])
+        if user not in names and len(names) < MAX_DELETERS:
+            names.append(user)
 
-    def deleter(self, uid: str) -> str:
-        return self._deleters.get(uid, "")
+    def deleters(self, uid: str) -> tuple[str, ...]:
+        """Every name the delete reviews of `uid` gave: one when the deleter is known. Several
+        (two people deleting at once, or reviews forged to the webhook port to frame someone)
+        name nobody for certain."""
+        return tuple(self._deleters.get(uid, ()))
 
     def forget(self, uid: str) -> None:
         self._deleters.pop(uid, None)
