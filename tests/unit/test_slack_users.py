@@ -209,3 +209,12 @@ def test_malformed_mapping_file_names_the_entry(tmp_path: Path) -> None:
 
 def test_no_mapping_file_is_an_empty_mapping() -> None:
     assert load_user_map(None) == {}
+
+
+@pytest.mark.parametrize("email", ["\uff41lice@example.com", "\ufb01ona@example.com"])
+async def test_an_email_that_folds_into_another_ascii_name_is_refused(
+    slack: FakeSlack, email: str
+) -> None:
+    slack.add_user("U7", email)  # full-width a; the fi ligature
+    with pytest.raises(UnknownUser, match="characters outside ASCII"):
+        await _localpart(slack, "example.com").identity("U7")

@@ -193,3 +193,12 @@ def test_malformed_user_map_names_the_entry(tmp_path: Path, text: str, problem: 
     path.write_text(text)
     with pytest.raises(ValueError, match=problem):
         load_user_map(path)
+
+
+async def test_a_principal_name_that_folds_into_another_ascii_name_is_refused(
+    teams: FakeTeams, connector: BotConnector
+) -> None:
+    member = teams.add_member(ALICE, "\uff41lice@example.com")  # a full-width a
+
+    with pytest.raises(UnknownUser, match="characters outside ASCII"):
+        await directory(connector).identity(clicker(teams, member))

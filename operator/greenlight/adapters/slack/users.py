@@ -196,6 +196,12 @@ class UserDirectory:
         problem = name_problem(name, "the user name from the email")
         if problem is not None or not local:
             raise UnknownUser(f"{who} cannot decide: {problem or 'the email has no local part'}")
+        if not email.isascii():
+            # Folding made a full-width or ligature mailbox into an ASCII name: someone else's.
+            raise UnknownUser(
+                f"the email {email!r} of {who} has characters outside ASCII, which could pass "
+                "for another person's name; an administrator can map you instead"
+            )
         return name
 
     @staticmethod

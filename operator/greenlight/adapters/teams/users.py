@@ -171,7 +171,7 @@ class TeamsDirectory:
                 "can add you to Greenlight's user mapping)"
             )
         if self._mode is UserMapping.OID:
-            name = oid
+            name = value = oid
         else:
             field = "userPrincipalName" if self._mode is UserMapping.UPN else "email"
             value = upn if self._mode is UserMapping.UPN else str(member.get("email") or "")
@@ -181,4 +181,10 @@ class TeamsDirectory:
         problem = name_problem(name, "the user name from Teams")
         if problem is not None:
             raise UnknownUser(f"{who} cannot decide: {problem}")
+        if not value.isascii():
+            # Folding made a full-width or ligature name into an ASCII one: someone else's.
+            raise UnknownUser(
+                f"the name {value!r} Teams shows for {who} has characters outside ASCII, which "
+                "could pass for another person's name; an administrator can map you instead"
+            )
         return name
