@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # The CA that signs the API server's client certificate for webhooks: set, the webhook port
     # accepts only TLS clients with such a certificate (and, if listed, one of these names).
     webhook_client_ca_file: Path | None = None
-    webhook_client_names: Annotated[tuple[str, ...], NoDecode] = ()
+    webhook_client_names: Annotated[tuple[str, ...], NoDecode] = Field((), validate_default=True)
     # Divides every reminder and escalation interval of the effective policies: 1 in
     # production; tests run a policy's minutes-long schedule in seconds.
     follow_up_scale: float = Field(1.0, ge=1.0, le=3600.0)
@@ -124,6 +124,18 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("webhook_client_names")
+    @classmethod
+    def _names_for_client_ca(cls, value: tuple[str, ...], info: ValidationInfo) -> object:
+        if info.data.get("webhook_client_ca_file") is not None and not value:
+            raise ValueError(
+                "required with GREENLIGHT_WEBHOOK_CLIENT_CA_FILE: name the common name of the "
+                "API server's webhook client certificate (comma-separated), because any "
+                "certificate that CA signed (a user's, when it is the cluster CA) could "
+                "otherwise call the webhooks"
+            )
         return value
 
     @field_validator("slack_allowed_email_domains")

@@ -616,3 +616,21 @@ def test_schema_rejects_bad_values_naming_the_field(values: dict[str, Any], fiel
         render(values)
     assert "don't meet the specifications of the schema" in refused.value.stderr
     assert field in refused.value.stderr
+
+
+def test_a_webhook_client_ca_without_names_is_refused() -> None:
+    """With the CA alone, any certificate it signed (a user's, when it is the cluster CA)
+    could call the webhooks."""
+    with pytest.raises(HelmError) as refused:
+        render({"webhook": {"clientAuth": {"caConfigMap": "apiserver-client-ca"}}})
+    assert "webhook.clientAuth.names" in refused.value.stderr
+
+    docs = render(
+        {"webhook": {"clientAuth": {"caConfigMap": "apiserver-client-ca", "names": ["apiserver"]}}}
+    )
+    (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    env = {
+        e["name"]: e.get("value")
+        for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["GREENLIGHT_WEBHOOK_CLIENT_NAMES"] == "apiserver"

@@ -71,3 +71,17 @@ def test_the_cli_namespace_comes_from_greenlight_namespace(
     monkeypatch.setenv("GREENLIGHT_NAMESPACE", "ci")
 
     assert config.ClientSettings().namespace == "ci"
+
+
+def test_a_webhook_client_ca_needs_the_names_it_may_sign_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any certificate the CA signed would otherwise call the webhooks: with the cluster CA,
+    every user with a client certificate."""
+    monkeypatch.setenv("GREENLIGHT_WEBHOOK_CLIENT_CA_FILE", "/etc/ca.crt")
+
+    with pytest.raises(config.SettingsError, match=r"GREENLIGHT_WEBHOOK_CLIENT_NAMES: .*required"):
+        config.load()
+
+    monkeypatch.setenv("GREENLIGHT_WEBHOOK_CLIENT_NAMES", "kube-apiserver-webhook-client")
+    assert config.load().webhook_client_names == ("kube-apiserver-webhook-client",)
