@@ -123,20 +123,27 @@ class OperatorProcess:
             return False
 
     def webhook_points_here(self) -> bool:
+        """Both configurations name this process's port (the operator writes the mutating one
+        first: until the validating one follows, writes still go to the previous port)."""
         from kubernetes import client
 
         api = self.plane.api_client()
+        admission = client.AdmissionregistrationV1Api(api)
         try:
-            config = client.AdmissionregistrationV1Api(api).read_mutating_webhook_configuration(
-                "greenlight.dev"
-            )
+            configs: list[Any] = [
+                admission.read_mutating_webhook_configuration("greenlight.dev"),
+                admission.read_validating_webhook_configuration("greenlight.dev"),
+            ]
         except client.exceptions.ApiException:
             return False
         finally:
             api.close()
-        assert config.webhooks is not None, "the operator's configuration lists its webhooks"
+        for config in configs:
+            assert config.webhooks is not None, "the operator's configuration lists its webhooks"
         return all(
-            f":{self.webhook_port}/" in (hook.client_config.url or "") for hook in config.webhooks
+            f":{self.webhook_port}/" in (hook.client_config.url or "")
+            for config in configs
+            for hook in config.webhooks
         )
 
     @property
