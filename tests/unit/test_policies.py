@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from greenlight.core.durations import format_duration, parse_duration, parse_timeout
-from greenlight.core.model import Action, Identity
+from greenlight.core.model import Identity
 from greenlight.core.plans import PlanReading
 from greenlight.core.policies import (
     MAX_EFFECTIVE_STEPS,
@@ -35,7 +35,7 @@ from greenlight.core.policies import (
     compile_policy,
     glob_problem,
 )
-from greenlight.core.policy import Attempt, policy_problem, quorum_met
+from greenlight.core.policy import quorum_met
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)  # a Monday afternoon
@@ -1081,10 +1081,6 @@ SRE_TWO = combine(
 )
 
 
-def approve(user: str, *groups: str) -> Attempt:
-    return Attempt(Identity(user, groups), Action.APPROVE)
-
-
 def test_from_groups_quorum_needs_enough_distinct_approvers_in_the_group() -> None:
     assert SRE_TWO.required_approvals == 2
     assert not quorum_met(SRE_TWO, [("alice", ["sre"]), ("bob", ["dev"])])
@@ -1103,61 +1099,6 @@ def test_quorum_counts_only_approvers_every_set_admits() -> None:
     )
     assert not quorum_met(effective, [("alice", ["sre"]), ("mallory", ["dev"])])
     assert quorum_met(effective, [("alice", ["sre"]), ("bob", ["sre"])])
-
-
-def test_an_approval_that_cannot_count_is_refused_saying_what_is_missing() -> None:
-    verdict = policy_problem(SRE_TWO, approve("bob", "dev"), [("alice", ["sre"])], ref="ns/r")
-    assert verdict is not None
-    assert (verdict.allowed, verdict.code) == (False, "not_in_required_groups")
-    assert verdict.message == (
-        "an approval by 'bob' would not count toward ns/r: it still needs 1 more from group "
-        "'sre', and 'bob' is in none of those groups"
-    )
-    assert (
-        policy_problem(SRE_TWO, approve("carol", "sre"), [("alice", ["sre"])], ref="ns/r") is None
-    )
-
-
-def test_an_approval_outside_the_groups_counts_while_the_total_is_short() -> None:
-    three = combine(
-        [
-            compile_policy(
-                cluster(
-                    "p", {"require": {"approvals": 3, "fromGroups": [{"group": "sre", "count": 1}]}}
-                )
-            )
-        ],
-        {},
-    )
-    assert policy_problem(three, approve("bob", "dev"), [], ref="ns/r") is None
-    assert policy_problem(three, approve("dave", "dev"), [("bob", ["dev"])], ref="ns/r") is None
-    late = policy_problem(
-        three, approve("erin", "dev"), [("bob", ["dev"]), ("dave", ["dev"])], ref="ns/r"
-    )
-    assert late is not None
-    assert late.code == "not_in_required_groups"
-
-
-def test_a_decider_outside_an_approver_set_is_refused_naming_the_policy() -> None:
-    effective = combine(
-        [compile_policy(cluster("prod", {"require": {"approvers": {"groups": ["sre"]}}}, rv="9"))],
-        {},
-    )
-    deny = Attempt(Identity("mallory", ("dev",)), Action.DENY, "no")
-    verdict = policy_problem(effective, deny, [], ref="ns/r")
-    assert verdict is not None
-    assert verdict.message == (
-        "user 'mallory' may not decide ns/r: ClusterApprovalPolicy/prod@9 allows only users -; "
-        "groups sre"
-    )
-    cancel = Attempt(Identity("mallory"), Action.CANCEL)
-    assert policy_problem(effective, cancel, [], ref="ns/r") is None
-
-
-def test_an_approver_who_already_approved_is_left_to_judge() -> None:
-    assert (
-        policy_problem(SRE_TWO, approve("alice", "dev"), [("alice", ["sre"])], ref="ns/r") is None
-    )
 
 
 def test_a_compiled_policy_names_itself_for_status() -> None:

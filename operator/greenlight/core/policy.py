@@ -184,49 +184,6 @@ def _listing(items: tuple[str, ...]) -> str:
 Approver = tuple[str, Sequence[str]]  # (user, groups as the API server reported them)
 
 
-def policy_problem(
-    effective: EffectivePolicy, attempt: Attempt, approvals: Sequence[Approver], *, ref: str
-) -> Verdict | None:
-    """What the effective policy (`status.policy`) refuses of an approve or deny, or None.
-
-    `approvals` are the approvals counted so far; `ref` is `namespace/name`. A decider must be
-    in every restricting approver set. An approval must also be able to count: when the only
-    approvals still missing are ones `fromGroups` requires, an approver in none of those groups
-    is refused, with what is missing (their approval would be recorded and change nothing).
-    Cancels are `judge`'s alone: the requester may always cancel.
-    """
-    identity = attempt.identity
-    if attempt.action is Action.CANCEL:
-        return None
-    for approvers in effective.approvers:
-        if not approvers.admits(identity.user, identity.groups):
-            return _refuse(
-                "not_in_approvers",
-                f"user {identity.user!r} may not decide {ref}: "
-                f"{approvers.source or 'the effective policy'} allows only users "
-                f"{_listing(approvers.users)}; groups {_listing(approvers.groups)}",
-            )
-    if attempt.action is not Action.APPROVE:
-        return None
-    counted = _distinct(effective, approvals)
-    if any(same_person(identity.user, user) for user, _ in counted):
-        return None  # judge reports the duplicate
-    short = _groups_short(effective, counted)
-    groups = set(identity.groups)
-    if not short or groups & short.keys():
-        return None
-    if effective.required_approvals - len(counted) > max(short.values()):
-        return None  # it still counts toward the total
-    missing = "; ".join(
-        f"{need} more from group {group!r}" for group, need in sorted(short.items())
-    )
-    return _refuse(
-        "not_in_required_groups",
-        f"an approval by {identity.user!r} would not count toward {ref}: it still needs "
-        f"{missing}, and {identity.user!r} is in none of those groups",
-    )
-
-
 def quorum_met(effective: EffectivePolicy, approvals: Sequence[Approver]) -> bool:
     """Whether the approvals so far meet the effective policy: `requiredApprovals` distinct
     people (`same_person`: two spellings of one person count once), each admitted by every
