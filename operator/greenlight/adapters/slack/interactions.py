@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from greenlight.adapters.auditlog import AuditWriteError
 from greenlight.adapters.chat import DecisionsPort
 from greenlight.adapters.decisions import DecisionRefused
 from greenlight.adapters.slack import blocks
@@ -116,8 +115,12 @@ class InteractionHandler:
         it is answered, and give the write of its audit record to await."""
         log.warning("slack interaction refused", reason=reason, transport=transport, detail=detail)
         metrics.refuse(reason)
-        return self._audit(
-            None, actor="slack:unverified", reason=reason, details={"transport": transport}
+        return self._decisions.record_refused(
+            Via.SLACK,
+            None,
+            actor="slack:unverified",
+            reason=reason,
+            details={"transport": transport},
         )
 
     async def _block_actions(self, payload: Mapping[str, Any], transport: str) -> None:
@@ -244,7 +247,8 @@ class InteractionHandler:
             slack_user=click.slack_user,
             request=_ref(refusal.request) if refusal.request else "",
         )
-        await self._audit(
+        await self._decisions.record_refused(
+            Via.SLACK,
             refusal.request,
             actor=f"slack:{click.slack_user}",
             reason=refusal.reason,
@@ -262,26 +266,6 @@ class InteractionHandler:
         await self._tell(
             click, "Slack could not tell Greenlight who you are right now; please try again."
         )
-
-    async def _audit(
-        self,
-        request: RequestView | None,
-        *,
-        actor: str,
-        reason: str,
-        details: Mapping[str, Any],
-    ) -> None:
-        try:
-            await self._decisions.record_audit(
-                "decision_attempted",
-                request=_summary(request) if request is not None else None,
-                actor=actor,
-                outcome="refused",
-                reason=reason,
-                details={"via": Via.SLACK.value, **details},
-            )
-        except AuditWriteError as exc:
-            log.error("audit record of a refused slack attempt failed", error=str(exc))
 
     async def _tell(self, click: _Click, text: str) -> None:
         """An ephemeral message: only the person who clicked sees it."""
@@ -460,15 +444,3 @@ def _confirmation(request: RequestView, action: Action) -> str:
         f"Recorded: you approved {_ref(request)} "
         f"({needed} approval{'s' if needed != 1 else ''} required)."
     )
-
-
-def _summary(request: RequestView) -> dict[str, Any]:
-    """The request as every audit record describes it (core.request.Request.subject)."""
-    return {
-        "namespace": request.namespace,
-        "name": request.name,
-        "uid": request.uid,
-        "planDigest": request.plan_digest,
-        "phase": request.phase.value,
-        "requestedBy": request.requested_by or None,
-    }

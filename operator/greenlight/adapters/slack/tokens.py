@@ -19,7 +19,6 @@ refuses everything — which is what makes a click single-use (see docs/slack.md
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from greenlight.adapters.chat import b64url, from_b64url
 from greenlight.core.model import Action
 
 _PREFIX = "gl1."
@@ -75,14 +75,14 @@ class TokenCodec:
         if not uid_bytes or len(uid_bytes) > _MAX_UID_BYTES:
             raise ValueError(f"request uid must be 1..{_MAX_UID_BYTES} bytes, got {len(uid_bytes)}")
         body = bytes([_ACTION_CODES[action]]) + secrets.token_bytes(_NONCE_BYTES) + uid_bytes
-        return _PREFIX + _b64encode(body + self._tag(body))
+        return _PREFIX + b64url(body + self._tag(body))
 
     def verify(self, token: str) -> ButtonToken:
         """The grant inside `token`; raises InvalidToken unless this key minted it unchanged."""
         if not token.startswith(_PREFIX):
             raise InvalidToken("not a Greenlight button token")
         try:
-            raw = _b64decode(token[len(_PREFIX) :])
+            raw = from_b64url(token[len(_PREFIX) :])
         except (binascii.Error, ValueError) as exc:
             raise InvalidToken("token is not valid base64url") from exc
         if len(raw) < 1 + _NONCE_BYTES + 1 + _TAG_BYTES:
@@ -102,17 +102,3 @@ class TokenCodec:
 
     def _tag(self, body: bytes) -> bytes:
         return hmac.new(self._key, _DOMAIN + body, hashlib.sha256).digest()
-
-
-def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    """Strict decoding: only the canonical spelling of the bytes is accepted."""
-    if not text.isascii():
-        raise ValueError("non-ASCII characters")
-    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64encode(raw) != text:
-        raise ValueError("non-canonical base64url")
-    return raw

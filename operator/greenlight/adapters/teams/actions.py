@@ -27,8 +27,7 @@ from typing import Any
 
 import structlog
 
-from greenlight.adapters.auditlog import AuditWriteError
-from greenlight.adapters.chat import DecisionsPort, already, audit_subject
+from greenlight.adapters.chat import DecisionsPort, already
 from greenlight.adapters.decisions import DecisionRefused
 from greenlight.adapters.teams import cards
 from greenlight.adapters.teams.journal import CardJournal
@@ -136,7 +135,8 @@ class CardActions:
         and give the write of its audit record to await."""
         log.warning("teams activity refused", reason=reason, detail=detail, transport=transport)
         metrics.refuse(reason)
-        return self._audit(
+        return self._decisions.record_refused(
+            Via.TEAMS,
             None,
             actor="teams:unverified",
             reason=reason,
@@ -149,7 +149,8 @@ class CardActions:
         """Count and audit an authentic activity refused for who sent it (another tenant)."""
         log.info("teams activity refused", reason=reason, aad_object_id=aad_object_id)
         metrics.refuse(reason)
-        await self._audit(
+        await self._decisions.record_refused(
+            Via.TEAMS,
             None,
             actor=f"teams:{aad_object_id or 'unknown'}",
             reason=reason,
@@ -198,7 +199,8 @@ class CardActions:
             aad_object_id=click.clicker.aad_object_id,
             request=_ref(refusal.request) if refusal.request else "",
         )
-        await self._audit(
+        await self._decisions.record_refused(
+            Via.TEAMS,
             refusal.request,
             actor=f"teams:{click.clicker.aad_object_id or 'unknown'}",
             reason=refusal.reason,
@@ -214,26 +216,6 @@ class CardActions:
         if request is not None and request.phase.terminal:
             return Answer(f"{text} ({already(request)})", cards.resolved_card(request))
         return Answer(text)
-
-    async def _audit(
-        self,
-        request: RequestView | None,
-        *,
-        actor: str,
-        reason: str,
-        details: Mapping[str, Any],
-    ) -> None:
-        try:
-            await self._decisions.record_audit(
-                "decision_attempted",
-                request=audit_subject(request) if request is not None else None,
-                actor=actor,
-                outcome="refused",
-                reason=reason,
-                details={"via": Via.TEAMS.value, **details},
-            )
-        except AuditWriteError as exc:
-            log.error("audit record of a refused teams attempt failed", error=str(exc))
 
 
 _UNAVAILABLE = (

@@ -20,7 +20,6 @@ click by the same person is answered "already recorded"; any click after the end
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from greenlight.adapters.chat import b64url, from_b64url
 from greenlight.core.model import Action
 
 _PREFIX = "gt1."
@@ -84,14 +84,14 @@ class CardTokens:
             + _digest_bytes(plan_digest)
             + uid_bytes
         )
-        return _PREFIX + _b64encode(body + self._tag(body))
+        return _PREFIX + b64url(body + self._tag(body))
 
     def verify(self, token: str) -> CardGrant:
         """The grant inside `token`; raises InvalidToken unless this key minted it unchanged."""
         if not token.startswith(_PREFIX) or len(token) > 512:
             raise InvalidToken("not a Greenlight card token")
         try:
-            raw = _b64decode(token[len(_PREFIX) :])
+            raw = from_b64url(token[len(_PREFIX) :])
         except (binascii.Error, ValueError) as exc:
             raise InvalidToken("token is not valid base64url") from exc
         if len(raw) < _HEAD + 1 + _TAG_BYTES:
@@ -124,18 +124,4 @@ def _digest_bytes(plan_digest: str) -> bytes:
         raw = b""
     if not plan_digest.startswith(_DIGEST_PREFIX) or len(raw) != _DIGEST_BYTES:
         raise ValueError(f"plan digest must be sha256:<64 hex digits>, got {plan_digest!r}")
-    return raw
-
-
-def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    """Strict decoding: only the canonical spelling of the bytes is accepted."""
-    if not text.isascii():
-        raise ValueError("non-ASCII characters")
-    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64encode(raw) != text:
-        raise ValueError("non-canonical base64url")
     return raw
