@@ -636,7 +636,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
         result = audit.verify([], **checks)  # a vanished log, against what it should hold
     else:
         with args.file.open(encoding="utf-8", newline="") as handle:
-            result = audit.verify(handle, **checks)
+            result = audit.verify(audit.read_lines(handle), **checks)
     if result.ok:
         print(f"{args.file}: OK, {result.message}")
         if key is None:
@@ -664,7 +664,7 @@ def _audit_show(args: argparse.Namespace) -> int:
     stories: dict[str, list[dict[str, Any]]] = {}
     unreadable = 0
     with args.file.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
+        for line in audit.read_lines(handle):
             try:
                 record = json.loads(line)
             except ValueError:

@@ -449,7 +449,7 @@ async def test_a_record_planted_past_the_head_is_refused_not_adopted(
     await auditanchor.guard(log, None, Settings(audit_file=path))  # type: ignore[arg-type]
 
     assert metrics.AUDIT_CHAIN_BROKEN._value.get() == 1
-    with pytest.raises(AuditWriteError, match=rf"follows record 3 .* not this operator's: .*{why}"):
+    with pytest.raises(AuditWriteError, match=rf"line 4 of .*: {why}"):
         await log.record("decided", request=REQUEST, actor="alice", outcome="Approved")
     assert head_path(path).read_bytes() == head
     metrics.AUDIT_CHAIN_BROKEN.set(0)
@@ -499,9 +499,8 @@ async def test_without_its_head_file_a_record_planted_past_the_anchor_is_refused
     path.write_text("".join(planted))
 
     log = AuditLog(path, key=KEY)
-    log.check_against(anchored, anchor_expected=True)
-    with pytest.raises(AuditChainBroken, match=rf"follows record 3 \(the anchor\) .*{why}"):
-        log.adopt_tail()
+    with pytest.raises(AuditChainBroken, match=rf"line \d of .*: {why}"):
+        log.check_against(anchored, anchor_expected=True)
     assert not head_path(path).exists()
 
 
@@ -630,6 +629,67 @@ async def test_log_cut_at_a_record_boundary_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(AuditLogTruncated, match=r"ends at record 2 but .* records 3"):
         AuditLog(path, key=KEY).check_against(None)
+
+
+def planted_in_the_middle(lines: list[str]) -> list[str]:
+    """A line naming a terminal record of a pending request, between records 2 and 3: before,
+    the loader believed its event id and the request's decision was never recorded."""
+    return [*lines[:2], json.dumps({"event_id": "uid-1:terminal"}) + "\n", *lines[2:]]
+
+
+def cut_then_capped(lines: list[str]) -> list[str]:
+    """Records 3..5 cut, and one line with the head's seq and hash put where they were."""
+    last = json.loads(lines[-1])
+    return [*lines[:2], json.dumps({"seq": last["seq"], "hash": last["hash"]}) + "\n"]
+
+
+@pytest.mark.parametrize(
+    ("plant", "why"),
+    [
+        (planted_in_the_middle, r"line 3 of .*: sequence None where 3 was expected"),
+        (cut_then_capped, r"line 3 of .*: sequence 5 where 3 was expected"),
+        (lambda lines: [*lines[:1], '{"seq": "x"}\n', *lines[1:]], "sequence x where 2"),
+        (lambda lines: [*lines[:1], '{"seq": 1e999}\n', *lines[1:]], "sequence inf where 2"),
+        (lambda lines: [*lines[:1], '{"seq": [2]}\n', *lines[1:]], r"sequence \[2\] where 2"),
+        (lambda lines: [*lines[:1], "\n", *lines[1:]], "line 2 of .*: not valid JSON"),
+    ],
+)
+async def test_a_line_that_is_no_record_of_the_chain_is_not_believed(
+    tmp_path: Path, plant: Any, why: str
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    (await write_log(path, 5)).close()
+    path.write_text("".join(plant(lines_of(path))))
+    tampered = path.read_bytes()
+
+    log = AuditLog(path, key=KEY)  # never raises on what the file holds
+
+    assert not log.has("uid-1:terminal")
+    with pytest.raises(AuditChainBroken, match=why):
+        log.check_against(None)
+    with pytest.raises(AuditWriteError, match="will not write after a line it did not write"):
+        await log.record("decided", request=REQUEST, actor="bob", outcome="Approved")
+    with pytest.raises(ValueError, match="a reset continues a chain that lost records"):
+        log.reset(actor="admin", reason="INC-2", anchor=None)
+    assert path.read_bytes() == tampered  # the evidence is left as it was
+
+
+async def test_a_line_longer_than_any_record_is_read_no_further(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    (await write_log(path, 2)).close()
+    monkeypatch.setattr(audit, "MAX_RECORD_BYTES", 2048)
+    with path.open("a") as handle:
+        handle.write("x" * 10_000)  # no newline: a torn line would be repaired, this is not
+
+    log = AuditLog(path, key=KEY)
+
+    with pytest.raises(AuditChainBroken, match="line 3 of .*: longer than 2048 bytes"):
+        log.check_against(None)
+    with path.open(encoding="utf-8", newline="") as handle:
+        result = audit.verify(audit.read_lines(handle), key=KEY)
+    assert (result.ok, result.message) == (False, "line 3: longer than 2048 bytes (no record is)")
 
 
 async def test_vanished_log_and_head_are_refused_by_the_anchor(tmp_path: Path) -> None:

@@ -145,6 +145,7 @@ class AuditLog:
         self._anchored: chain.Head | None = None
         self._file_head: chain.Head | None = None
         self._file_head_error: str | None = None
+        self._load_error: str | None = None  # the first line of the log that is no record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock: int | None = self._take_lock()
         self._load()
@@ -167,6 +168,11 @@ class AuditLog:
             raise
 
     def _load(self) -> None:
+        """Read the log as it is: every whole record is checked as `greenlight audit verify`
+        checks it (sequence, chain, hash, and MAC with a key), and only what checks out is
+        believed. At the first line that does not, the log is taken as broken
+        (`check_against` raises, and every write is refused): nothing past it is read, and
+        nothing is written after it."""
         try:
             self._file_head = read_head(self.path)
         except chain.HeadError as exc:
@@ -178,27 +184,47 @@ class AuditLog:
         if head_seq == 0:
             self._after_head = 0
         with self.path.open("rb") as handle:  # line by line: the log may be far larger than RAM
-            for raw in handle:
-                if not raw.endswith(b"\n"):
+            number = 0
+            while raw := handle.readline(chain.MAX_RECORD_BYTES + 1):
+                number += 1
+                if not raw.endswith(b"\n") and len(raw) <= chain.MAX_RECORD_BYTES:
                     self._torn = offset
                     break
+                problem = self._note_loaded(raw)
+                if problem is not None:
+                    self._broken(f"line {number} of {self.path}: {problem}")
+                    break
                 offset += len(raw)
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                self._note_loaded(record)
                 if self._after_head is None and self._seq == head_seq:
                     self._after_head = offset
         self._whole_end = offset
 
-    def _note_loaded(self, record: object) -> None:
-        if not isinstance(record, dict):
-            return
-        self._seq = int(record.get("seq", self._seq))
-        self._prev = str(record.get("hash", self._prev))
+    def _note_loaded(self, raw: bytes) -> str | None:
+        """Believe one line of the log, or say why it is not the chain's next record."""
+        if len(raw) > chain.MAX_RECORD_BYTES:
+            return f"longer than {chain.MAX_RECORD_BYTES} bytes (no record is)"
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            return "not valid JSON (edited or truncated)"
+        try:
+            self._prev = chain.check_record(
+                record, seq=self._seq + 1, prev=self._prev, key=self.key
+            )
+        except chain.RecordError as exc:
+            return str(exc)
+        self._seq += 1
         if record.get("event_id"):
             self._seen.add(str(record["event_id"]))
+        return None
+
+    def _broken(self, problem: str) -> None:
+        self._load_error = problem
+        self._refusal = (
+            f"the audit chain is broken: {problem}; the operator will not write after a line "
+            "it did not write (keep a copy of the log as evidence, then remove the line or "
+            "move the log aside; `greenlight audit verify` names it)"
+        )
 
     @property
     def head(self) -> chain.Head:
@@ -218,6 +244,8 @@ class AuditLog:
         gets its MAC at the next write. With
         `anchor_expected` (an anchor is configured but none exists) a log with records must
         still have its head file: both gone at once is how a cut would be hidden."""
+        if self._load_error is not None:
+            raise AuditChainBroken(self._load_error)
         if self._file_head_error is not None:
             raise AuditChainBroken(f"{head_path(self.path)}: {self._file_head_error}")
         if anchor_expected and anchor is None and self._file_head is None and self._seq > 0:
@@ -433,7 +461,15 @@ class AuditLog:
     def reset(self, *, actor: str, reason: str, anchor: chain.Head | None) -> dict[str, Any]:
         """Write a `chain_reset` record that continues the chain from what the file holds and
         names what the head file and `anchor` recorded; an admin's explicit act (the CLI's
-        `audit reset`), after which the head (and the caller, the anchor) point at it."""
+        `audit reset`), after which the head (and the caller, the anchor) point at it. A log
+        with a line that is no record of its chain is not continued (ValueError): a reset
+        accepts lost records, not planted or edited ones."""
+        if self._load_error is not None:
+            raise ValueError(
+                f"{self._load_error}: a reset continues a chain that lost records, not one with "
+                "a line that is no record (keep a copy of the log as evidence, then remove the "
+                "line or move the log aside)"
+            )
         self._repair_torn_tail()
         details: dict[str, Any] = {
             "log": {"seq": self._seq, "hash": self._prev},

@@ -19,9 +19,9 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 GENESIS = "0" * 64
 EVENTS = (
@@ -43,6 +43,9 @@ EVENTS = (
     "chain_reset",
 )
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# No record Greenlight writes comes near this (a request object is at most about 1.5 MiB); a
+# longer line is read no further, by `verify` or by the operator loading its log.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 # Head MACs are computed over a different message than record MACs (which cover the bare hash),
 # so a record's MAC can never be presented as a head's.
 _HEAD_MAC_CONTEXT = "greenlight-audit-head"
@@ -169,35 +172,19 @@ def verify(
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             return _bad(number, count, "empty line inside the log")
+        if len(line) > MAX_RECORD_BYTES:
+            return _bad(number, count, f"longer than {MAX_RECORD_BYTES} bytes (no record is)")
         if not line.endswith("\n"):
             return _bad(number, count, "last record is cut short (the file was truncated)")
         try:
             record = json.loads(line)
         except ValueError:
             return _bad(number, count, "not valid JSON (edited or truncated)")
-        if not isinstance(record, dict):
-            return _bad(number, count, "not a JSON object")
         seq = count + 1
-        if record.get("seq") != seq:
-            return _bad(
-                number,
-                count,
-                f"sequence {record.get('seq')} where {seq} was expected "
-                "(a record was removed, inserted or reordered)",
-            )
-        if record.get("prev") != prev:
-            return _bad(
-                number,
-                count,
-                "does not chain to the record before it (a record was removed or reordered)",
-            )
-        digest = hashlib.sha256(canonical(record)).hexdigest()
-        if record.get("hash") != digest:
-            return _bad(number, count, "content does not match its hash (the record was edited)")
-        if key is not None:
-            expected = hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(str(record.get("mac", "")), expected):
-                return _bad(number, count, "MAC does not match the audit key (forged record)")
+        try:
+            digest = check_record(record, seq=seq, prev=prev, key=key)
+        except RecordError as exc:
+            return _bad(number, count, str(exc))
         if record.get("event") == "chain_reset":
             resets.append(seq)
         prev, count, last = digest, count + 1, Head(seq, digest)
@@ -247,6 +234,41 @@ def verify(
     if resets:
         message += f" (reset by an admin at record {', '.join(map(str, resets))})"
     return Verification(True, count, message, None, last)
+
+
+class RecordError(ValueError):
+    """A line that is not the next record of the chain (the message says what is wrong)."""
+
+
+def check_record(record: object, *, seq: int, prev: str, key: bytes | None) -> str:
+    """The hash of `record` when it is record `seq` of a chain whose last hash is `prev`, sealed
+    with `key`'s MAC when there is a key; raises RecordError naming what is wrong. `verify` and
+    the operator loading its log both check every record with this."""
+    if not isinstance(record, dict):
+        raise RecordError("not a JSON object")
+    if record.get("seq") != seq:
+        raise RecordError(
+            f"sequence {record.get('seq')} where {seq} was expected "
+            "(a record was removed, inserted or reordered)"
+        )
+    if record.get("prev") != prev:
+        raise RecordError(
+            "does not chain to the record before it (a record was removed or reordered)"
+        )
+    digest = hashlib.sha256(canonical(record)).hexdigest()
+    if record.get("hash") != digest:
+        raise RecordError("content does not match its hash (the record was edited)")
+    if key is not None:
+        expected = hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(str(record.get("mac", "")), expected):
+            raise RecordError("MAC does not match the audit key (forged record)")
+    return digest
+
+
+def read_lines(handle: IO[str]) -> Iterator[str]:
+    """The lines of an open text file, none read past MAX_RECORD_BYTES (+1) characters."""
+    while line := handle.readline(MAX_RECORD_BYTES + 1):
+        yield line
 
 
 def _bad(number: int, count: int, why: str) -> Verification:
