@@ -12,8 +12,9 @@
   object to about 1.5 MiB); larger ones get 413. Without a client CA anyone who reaches the
   port can send reviews, so what they can make the operator hold is bounded too: the reviews
   being read and answered at once hold at most REVIEW_BYTES_IN_FLIGHT of bodies between them
-  (a review waits for room before its body is read; its Content-Length, or MAX_REVIEW_BYTES
-  when it sends none, is what it reserves), and a body must arrive within BODY_SECONDS (408).
+  (each chunk is counted as it arrives; a review that finds no room is answered 503 at once,
+  so a stalled sender holds only what it sent and no review queues behind it), and a body
+  must arrive within BODY_SECONDS (408). Only the handlers' own paths are answered (404).
 
 Reviews for Greenlight's own webhooks are answered here directly (`review`): the handler
 declared with `@kopf.on.mutate`/`@kopf.on.validate` for the webhook's id is called with the
@@ -32,16 +33,14 @@ import contextlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import aiohttp.web
 import kopf
 import structlog
-from kopf._cogs.structs import reviews
-from kopf._core.engines.admission import WebhookError
 from kopf._core.intents.causes import WebhookType
 
 from greenlight.telemetry import metrics
@@ -53,25 +52,33 @@ BODY_SECONDS = 5.0
 
 
 class ByteBudget:
-    """Bytes that requests being handled may hold between them; `hold` waits for room."""
+    """Bytes that the reviews being read and answered hold between them. A review takes room for
+    each chunk of its body as it arrives, and never waits for it: with no room left it is
+    answered 503 at once. So a sender that stalls holds only what it has sent, and nobody's
+    review queues behind another's."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.free = total
-        self._changed = asyncio.Condition()
 
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        size = min(size, self.total)
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.free >= size)
+    @contextlib.contextmanager
+    def account(self) -> Iterator[Callable[[int], None]]:
+        """A `take(size)` for one review; all it took is given back when the review is done."""
+        taken = 0
+
+        def take(size: int) -> None:
+            nonlocal taken
+            if size > self.free:
+                raise aiohttp.web.HTTPServiceUnavailable(
+                    reason="too many admission reviews in flight; try again"
+                )
             self.free -= size
+            taken += size
+
         try:
-            yield
+            yield take
         finally:
-            async with self._changed:
-                self.free += size
-                self._changed.notify_all()
+            self.free += taken
 
 
 @dataclass(frozen=True)
@@ -115,39 +122,29 @@ class WebhookServer(kopf.WebhookServer):
         if self.requires_client_cert and not self._trusted(peer):
             _log.warning("admission review from an unexpected client refused", peer=_cn(peer))
             raise aiohttp.web.HTTPForbidden(reason="client certificate not accepted")
-        async with self.budget.hold(_reserved(request)):
-            body = await read_body(request)
-            return await self._answer(fn, request, peer, body)
+        with self.budget.account() as take:
+            body = await read_body(request, take)
+            return await self._answer(request, body)
 
-    async def _answer(
-        self, fn: kopf.WebhookFn, request: aiohttp.web.Request, peer: Any, body: bytes
-    ) -> aiohttp.web.Response:
+    async def _answer(self, request: aiohttp.web.Request, body: bytes) -> aiohttp.web.Response:
         started = time.perf_counter()
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise aiohttp.web.HTTPBadRequest(reason=str(exc)[:200]) from None
-        if not isinstance(data, dict) or not isinstance(data.get("request"), dict):
-            raise aiohttp.web.HTTPBadRequest(reason="not an AdmissionReview")
         webhook = request.match_info.get("id", "")
         route = self.routes.get(webhook)
-        if route is not None and self.memo is not None:
-            answer = await review(route, data, self.memo)
-            metrics.observe_admission_review(webhook, time.perf_counter() - started)
-            return aiohttp.web.json_response(answer)
+        if route is None:
+            # Only the handlers' own paths are answered (kopf's generic handler would keep a
+            # memo of every uid a caller makes up).
+            raise aiohttp.web.HTTPNotFound(reason="no such webhook")
+        if self.memo is None:
+            raise aiohttp.web.HTTPServiceUnavailable(reason="the operator is starting")
         try:
-            response = await fn(
-                cast(reviews.Request, data),
-                webhook=kopf.HandlerId(request.match_info.get("id", "")),
-                sslpeer=peer,
-                headers=dict(request.headers),
-            )
-        except WebhookError as exc:  # kopf's own "this is not a review" errors
-            raise aiohttp.web.HTTPBadRequest(reason=str(exc)[:200] or None) from None
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a malformed review
-            _log.warning("malformed admission review refused", error=str(exc)[:200])
-            raise aiohttp.web.HTTPBadRequest(reason="malformed AdmissionReview") from None
-        return aiohttp.web.json_response(response)
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # JSON, UTF-8, digit limits, nesting
+            raise aiohttp.web.HTTPBadRequest(reason=str(exc)[:200] or "not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("request"), dict):
+            raise aiohttp.web.HTTPBadRequest(reason="not an AdmissionReview")
+        answer = await review(route, data, self.memo)
+        metrics.observe_admission_review(webhook, time.perf_counter() - started)
+        return aiohttp.web.json_response(answer)
 
     def _trusted(self, peer: Any) -> bool:
         if not peer:
@@ -232,33 +229,33 @@ def json_patch(body: Any, patch: kopf.Patch) -> list[dict[str, Any]]:
     return ops
 
 
-def _reserved(request: aiohttp.web.Request) -> int:
-    """What a review's body may take: its Content-Length (413 over the limit), else the limit."""
+def _too_large(size: int) -> aiohttp.web.HTTPRequestEntityTooLarge:
+    return aiohttp.web.HTTPRequestEntityTooLarge(max_size=MAX_REVIEW_BYTES, actual_size=size)
+
+
+async def read_body(
+    request: aiohttp.web.Request, take: Callable[[int], None] = lambda size: None
+) -> bytes:
+    """The review's body, at most MAX_REVIEW_BYTES (413) and within BODY_SECONDS (408); `take`
+    is given the size of each chunk before it is kept (it raises to refuse it)."""
     if request.content_length is not None and request.content_length > MAX_REVIEW_BYTES:
-        raise aiohttp.web.HTTPRequestEntityTooLarge(
-            max_size=MAX_REVIEW_BYTES, actual_size=request.content_length
-        )
-    return MAX_REVIEW_BYTES if request.content_length is None else request.content_length
-
-
-async def read_body(request: aiohttp.web.Request) -> bytes:
-    """The review's body, at most MAX_REVIEW_BYTES (413) and within BODY_SECONDS (408)."""
+        raise _too_large(request.content_length)
     try:
         async with asyncio.timeout(BODY_SECONDS):
-            return await _read_bounded(request)
+            return await _read_bounded(request, take)
     except TimeoutError:
         raise aiohttp.web.HTTPRequestTimeout(
             reason="the review's body was not sent in time"
         ) from None
 
 
-async def _read_bounded(request: aiohttp.web.Request) -> bytes:
-    _reserved(request)
+async def _read_bounded(request: aiohttp.web.Request, take: Callable[[int], None]) -> bytes:
     chunks, size = [], 0
     while chunk := await request.content.read(64 * 1024):
         size += len(chunk)
         if size > MAX_REVIEW_BYTES:
-            raise aiohttp.web.HTTPRequestEntityTooLarge(max_size=MAX_REVIEW_BYTES, actual_size=size)
+            raise _too_large(size)
+        take(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 
