@@ -497,13 +497,14 @@ async def test_a_deletion_several_callers_were_seen_asking_for_names_nobody_for_
     rig.converger.ledger.deleting(uid, "carol")
     rig.converger.ledger.deleting(uid, "mallory")  # e.g. a review forged to the webhook port
     rig.converger.ledger.deleting(uid, "carol")
+    rig.converger.ledger.deleting(uid, "m" * 5_000_000)  # what a forged review can name
 
     rig.kube.delete(NS, NAME)
     await rig.deliver()
 
     (deleted,) = rig.records("deleted", uid)
     assert deleted["actor"] == "unknown"
-    assert deleted["details"]["named"] == ["carol", "mallory"]
+    assert deleted["details"]["named"] == ["carol", "mallory", "m" * 256 + "…"]
 
 
 async def test_a_deletion_nobody_was_seen_asking_for_is_audited_as_unknown(rig: Rig) -> None:

@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tests.support.marks import reconcile, signed, stamp
+from tests.support.marks import KEY, reconcile, signed, stamp
 
 from greenlight.core import lifecycle
+from greenlight.core import request as core_request
 from greenlight.core.model import ANN_REQUESTED_BY, DECISION_RECORD_PREFIX, Action, Phase, Via
 from greenlight.core.stamps import DecisionRecord, plan_digest, record_key
 
@@ -429,3 +430,18 @@ def test_record_key_is_a_valid_annotation_key_per_user(user: str) -> None:
     assert len(name) <= 63
     assert name.isalnum()
     assert key == record_key(user) != record_key(user + "x")
+
+
+def test_only_stamps_whose_mac_verifies_are_kept_and_without_their_text() -> None:
+    obj = request()
+    core_request._stamps.clear()
+    for junk in ("x" * 100_000, "y" * 100_000):
+        forged = copy.deepcopy(obj)
+        forged["metadata"]["annotations"][ANN_REQUESTED_BY] = junk
+        assert core_request.Request.parse(forged, KEY).marks.stamp is None
+    assert core_request._stamps == {}  # a forged stamp is never kept
+
+    for _ in range(3):
+        assert core_request.Request.parse(obj, KEY).marks.stamp is not None
+    assert len(core_request._stamps) == 1
+    assert all(len(digest) == 32 for digest, *_ in core_request._stamps)

@@ -32,6 +32,7 @@ def _version(resource_version: str) -> int | None:
 
 
 MAX_DELETERS = 4  # names kept per request from the admission reviews of its deletes
+MAX_DELETER_CHARS = 256  # of each (a Kubernetes user name is far shorter; a forged one need not be)
 
 
 @dataclass
@@ -74,10 +75,13 @@ class Ledger:
 
     def deleting(self, uid: str, user: str) -> None:
         """The admission webhook saw `user` ask to delete `uid` (kept for live requests only;
-        up to MAX_DELETERS different names, in the order they came)."""
+        up to MAX_DELETERS different names, in the order they came, each cut to
+        MAX_DELETER_CHARS)."""
         if uid not in self.where:
             return
         names = self._deleters.setdefault(uid, [])
+        if len(user) > MAX_DELETER_CHARS:
+            user = user[:MAX_DELETER_CHARS] + "…"
         if user not in names and len(names) < MAX_DELETERS:
             names.append(user)
 

@@ -9,7 +9,7 @@ bounded preview for people, never the whole plan text.
 from __future__ import annotations
 
 import enum
-import functools
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -493,27 +493,39 @@ class Request:
         )
 
 
-@functools.lru_cache(maxsize=1024)
-def _checked_stamp(
-    raw: str, key: bytes, subject: Subject, created: datetime
-) -> tuple[Stamp | None, EffectivePolicy | None, PlanReading | None]:
+_Checked = tuple[Stamp | None, EffectivePolicy | None, PlanReading | None]
+_UNCHECKED: _Checked = (None, None, None)
+STAMP_CACHE_SIZE = 1024
+# Stamps whose MAC verified, by the digest of their text: a forged stamp (junk of any size, in
+# a review sent to the webhook port) is never kept, and a kept one holds no copy of its text.
+_stamps: dict[tuple[bytes, bytes, Subject, datetime], _Checked] = {}
+
+
+def _checked_stamp(raw: str, key: bytes, subject: Subject, created: datetime) -> _Checked:
     """The stamp in `raw` if Greenlight issued it for this subject, with what admission decided.
 
     Cached: every event of a request parses the same stamp (its MAC covers the effective policy
     and the plan reading, whose canonical JSON was a tenth of the cost of a reconcile); the
     answer depends on nothing but these arguments."""
+    cache_key = (hashlib.sha256(raw.encode(errors="surrogatepass")).digest(), key, subject, created)
+    cached = _stamps.get(cache_key)
+    if cached is not None:
+        return cached
     try:
         stamp = Stamp.from_annotation(raw)
     except ValueError:
-        return None, None, None
+        return _UNCHECKED
     if not stamp.valid(key, subject, created):
-        return None, None, None
+        return _UNCHECKED
     try:
         policy = EffectivePolicy.from_json(stamp.policy) if stamp.policy else None
         plan = PlanReading.from_json(stamp.plan) if stamp.plan else None
     except (ValueError, TypeError, KeyError):
-        return None, None, None  # what admission decided cannot be read: never act on it
-    return stamp, policy, plan
+        return _UNCHECKED  # what admission decided cannot be read: never act on it
+    if len(_stamps) >= STAMP_CACHE_SIZE:
+        del _stamps[next(iter(_stamps))]  # the oldest
+    checked = _stamps[cache_key] = (stamp, policy, plan)
+    return checked
 
 
 def _marks(
