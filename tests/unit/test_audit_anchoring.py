@@ -685,7 +685,7 @@ async def test_a_line_longer_than_any_record_is_read_no_further(
 
     log = AuditLog(path, key=KEY)
 
-    with pytest.raises(AuditChainBroken, match="line 3 of .*: longer than 2048 bytes"):
+    with pytest.raises(AuditChainBroken, match=r"line 3 of .*: longer than 2048 bytes"):
         log.check_against(None)
     with path.open(encoding="utf-8", newline="") as handle:
         result = audit.verify(audit.read_lines(handle), key=KEY)
