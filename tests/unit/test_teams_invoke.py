@@ -405,6 +405,21 @@ async def test_a_replayed_activity_is_refused_and_decides_once(harness: Harness)
     assert refused_count("replayed") == before + 2
 
 
+async def test_only_clicks_that_are_acted_on_are_remembered_as_seen(harness: Harness) -> None:
+    _request, card = await harness.post()
+    chat = harness.teams.activity(harness.members["bob"], card, "approve")
+    chat.update(type="message", text="hello", value=None)
+    foreign = harness.teams.activity(harness.members["foreigner"], card, "approve")
+    for activity in (chat, foreign):
+        for _ in range(2):  # the same id again: neither was remembered, so neither is a replay
+            status, answer = await harness.teams.deliver(
+                harness.runtime.messages_url, activity, harness.teams.sign(activity)
+            )
+            assert status == 200, answer
+            assert answer != "refused: replayed"
+    assert harness.decisions.submitted == []
+
+
 def test_activity_ids_are_remembered_until_their_token_expires_in_bounded_memory() -> None:
     now = [1000.0]
     ids = ActivityIds(capacity=3, clock=lambda: now[0])

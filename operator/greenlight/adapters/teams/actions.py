@@ -91,6 +91,11 @@ class CardActions:
                 raise _Refused("invalid_token", "This action was not issued by Greenlight.")
             grant, request = await self._card(click, action)
             identity = await self._who(click, request)
+            # A card whose post got no answer takes its id from a click of a known member only
+            # (a guest's or a stranger's click could name another message).
+            await asyncio.to_thread(
+                self._journal.adopt, grant.uid, click.conversation, click.card_id
+            )
             if len(click.reason) > cards.REASON_MAX:
                 raise _Refused(
                     "invalid_value",
@@ -171,7 +176,6 @@ class CardActions:
                 "This card was issued for another plan than the request now has.",
                 request,
             )
-        await asyncio.to_thread(self._journal.adopt, grant.uid, click.conversation, click.card_id)
         if request is None:
             raise _Refused("not_found", "This request no longer exists.")
         return grant, request

@@ -190,6 +190,12 @@ class TeamsEndpoint:
             return self._unverified(exc, "activity")
         if not activity.id:
             return web.Response(status=400, text="the activity has no id")
+        return await self._dispatch(activity, caller)
+
+    def _replayed(self, activity: _Activity, caller: Caller) -> web.StreamResponse | None:
+        """The answer to an activity seen before (or one that cannot be remembered), else None.
+        Only what is acted on is remembered: a click of the allowed tenants, after its checks
+        (other activities, anyone's chat messages included, must not fill the table)."""
         key = f"{activity.conversation.id}\n{activity.id}"
         fresh = self._ids.first_time(key, caller.expires_at)
         if fresh is None:
@@ -197,7 +203,7 @@ class TeamsEndpoint:
             return web.Response(status=503, text="busy; try again")
         if not fresh:
             return self._unverified(AuthError("replayed", "activity id seen before"), "activity")
-        return await self._dispatch(activity, caller)
+        return None
 
     async def _dispatch(self, activity: _Activity, caller: Caller) -> web.StreamResponse:
         kind = activity.type
@@ -210,9 +216,13 @@ class TeamsEndpoint:
                 if kind == "invoke":
                     return web.json_response(cards.invoke_message(text))
                 return web.Response(status=200)
+        if kind == "invoke" and activity.name != INVOKE_ACTION:
+            return web.Response(status=501)
+        if kind == "invoke" or ours:
+            replayed = self._replayed(activity, caller)
+            if replayed is not None:
+                return replayed
         if kind == "invoke":
-            if activity.name != INVOKE_ACTION:
-                return web.Response(status=501)
             answer = await self._answer_in_time(
                 _click(activity, "invoke", _invoke_data(activity.value))
             )
