@@ -4,16 +4,25 @@ The real decision path (SubjectAccessReview, policy, audit) is exercised end to 
 tests/e2e; here `StubDecisions` stands in for it so every Slack-side check is pinned alone.
 """
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from pydantic import SecretStr
 from tests.fakes.slack import Call, FakeSlack, StubDecisions, pending_request
 
-from greenlight.adapters.slack import DecisionsPort, RetryPolicy, SlackRuntime, start_slack
+from greenlight.adapters.slack import (
+    DecisionsPort,
+    RetryPolicy,
+    SlackRuntime,
+    interactions,
+    start_slack,
+)
 from greenlight.adapters.slack.blocks import APPROVE_ACTION_ID, DENY_ACTION_ID
 from greenlight.config import Settings
 from greenlight.core.model import Action, Decision, Identity, Phase, RequestView, Via
@@ -281,3 +290,52 @@ async def test_signed_body_that_is_not_an_interaction_is_a_bad_request(harness: 
     status, _ = await harness.slack.deliver(harness.runtime.interactions_url, request)
     assert status == 400
     assert harness.decisions.audits == []
+
+
+async def _raw_post(url: str, headers: str, body: bytes = b"") -> tuple[Any, Any]:
+    """A POST sent by hand (headers as given, then `body` and no more): reader and writer."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(f"POST {parts.path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode() + body)
+    await writer.drain()
+    return reader, writer
+
+
+@pytest.mark.parametrize(
+    "headers",
+    ["", "X-Slack-Signature: v0=00\r\nX-Slack-Request-Timestamp: 1000000000\r\n"],
+    ids=["unsigned", "stale"],
+)
+async def test_what_the_headers_refuse_is_refused_before_the_body_is_read(
+    harness: Harness, headers: str
+) -> None:
+    reader, writer = await _raw_post(
+        harness.runtime.interactions_url, headers + "Content-Length: 1000000\r\n"
+    )  # and none of the body: the answer must not wait for it
+
+    status = await asyncio.wait_for(reader.readline(), 2)
+
+    assert status.startswith(b"HTTP/1.1 401")
+    writer.close()
+
+
+async def test_a_body_is_read_in_time_and_only_so_many_at_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(interactions, "BODY_SECONDS", 0.5)
+    monkeypatch.setattr(interactions, "MAX_BODIES_IN_FLIGHT", 2)
+    fresh = (
+        f"X-Slack-Signature: v0=00\r\nX-Slack-Request-Timestamp: {int(time.time())}\r\n"
+        "Content-Length: 1000\r\n"
+    )
+    url = harness.runtime.interactions_url
+    stalled = [await _raw_post(url, fresh, b"p" * 10) for _ in range(2)]
+    await asyncio.sleep(0.1)
+
+    reader, writer = await _raw_post(url, fresh, b"p" * 1000)  # a third, while two are read
+    assert (await asyncio.wait_for(reader.readline(), 2)).startswith(b"HTTP/1.1 503")
+    writer.close()
+    for reader, writer in stalled:
+        assert (await asyncio.wait_for(reader.readline(), 2)).startswith(b"HTTP/1.1 408")
+        writer.close()
+    assert harness.decisions.submitted == []

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from greenlight.adapters.bodies import TooLarge, read_bounded
 from greenlight.adapters.chat import DecisionsPort
 from greenlight.adapters.decisions import DecisionRefused
 from greenlight.adapters.slack import blocks
@@ -42,6 +43,10 @@ INTERACTIONS_PATH = "/slack/interactions"
 # Slack's documented freshness bound for signed requests; also how long the replay cache remembers.
 TIMESTAMP_WINDOW_SECONDS = 300
 _MAX_BODY_BYTES = 1024 * 1024
+# Anyone can POST to the endpoint, and the signature covers the body, so bodies are read before
+# they can be checked: at most this many at once (more get 503), each within BODY_SECONDS (408).
+MAX_BODIES_IN_FLIGHT = 16
+BODY_SECONDS = 5.0
 
 log = structlog.get_logger(__name__)
 
@@ -311,6 +316,7 @@ class InteractionsEndpoint:
         self._clock = clock
         self._replays = ReplayCache()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reading = 0  # bodies being read now
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY_BYTES)
@@ -319,10 +325,17 @@ class InteractionsEndpoint:
         return app
 
     async def _receive(self, request: web.Request) -> web.Response:
-        body = await request.read()
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
-        refusal = self._check(body, timestamp, signature)
+        now = self._clock()
+        refusal = _headers_refusal(timestamp, signature, now)  # before any of the body is read
+        body = b""
+        if refusal is None:
+            read = await self._read(request)
+            if isinstance(read, web.Response):
+                return read
+            body = read
+            refusal = self._check(body, timestamp, signature, now)
         if refusal is not None:
             reason, detail = refusal
             self._spawn(self._handler.refuse_unverified(reason, "http", detail))
@@ -331,22 +344,32 @@ class InteractionsEndpoint:
             payload = json.loads(parse_qs(body.decode())["payload"][0])
             if not isinstance(payload, dict):
                 raise ValueError("payload is not an object")
-        except (KeyError, IndexError, ValueError, UnicodeDecodeError):
+        except (KeyError, IndexError, ValueError, UnicodeDecodeError, RecursionError):
             return web.Response(status=400, text="expected form field `payload` with JSON")
         self._spawn(self._handler.handle(payload, "http"))
         return web.Response(status=200)
 
-    def _check(self, body: bytes, timestamp: str, signature: str) -> tuple[str, str] | None:
-        """None when the request is authentic and new; else (refusal reason, detail)."""
-        if not timestamp or not signature:
-            return "invalid_signature", "missing X-Slack-Signature or X-Slack-Request-Timestamp"
+    async def _read(self, request: web.Request) -> bytes | web.Response:
+        """The body (bounded in size, time and how many are read at once), or the answer."""
+        if request.content_length is not None and request.content_length > _MAX_BODY_BYTES:
+            return web.Response(status=413, text="payload too large")
+        if self._reading >= MAX_BODIES_IN_FLIGHT:
+            return web.Response(status=503, text="busy; try again")
+        self._reading += 1
         try:
-            sent_at = int(timestamp)
-        except ValueError:
-            return "invalid_signature", "timestamp is not an integer"
-        now = self._clock()
-        if abs(now - sent_at) > TIMESTAMP_WINDOW_SECONDS:
-            return "stale_timestamp", f"timestamp is {int(now - sent_at)} s away from now"
+            async with asyncio.timeout(BODY_SECONDS):
+                return await read_bounded(request.content, _MAX_BODY_BYTES)
+        except TooLarge:
+            return web.Response(status=413, text="payload too large")
+        except TimeoutError:
+            return web.Response(status=408, text="the body was not sent in time")
+        finally:
+            self._reading -= 1
+
+    def _check(
+        self, body: bytes, timestamp: str, signature: str, now: float
+    ) -> tuple[str, str] | None:
+        """None when the request is authentic and new; else (refusal reason, detail)."""
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
@@ -372,6 +395,19 @@ class InteractionsEndpoint:
         """Let in-flight decisions finish (bounded) before the server goes away."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=10)
+
+
+def _headers_refusal(timestamp: str, signature: str, now: float) -> tuple[str, str] | None:
+    """What the headers alone refuse: no signature, or a timestamp outside Slack's window."""
+    if not timestamp or not signature:
+        return "invalid_signature", "missing X-Slack-Signature or X-Slack-Request-Timestamp"
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        return "invalid_signature", "timestamp is not an integer"
+    if abs(now - sent_at) > TIMESTAMP_WINDOW_SECONDS:
+        return "stale_timestamp", f"timestamp is {int(now - sent_at)} s away from now"
+    return None
 
 
 class _Shape(BaseModel):

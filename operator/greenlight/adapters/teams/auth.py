@@ -39,7 +39,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from greenlight.adapters.teams.bodies import TooLarge, read_bounded
+from greenlight.adapters.bodies import TooLarge, read_bounded
 from greenlight.adapters.teams.serviceurls import ServiceUrls
 
 TEAMS_CHANNEL = "msteams"

@@ -39,7 +39,7 @@ import requests
 import structlog
 from opentelemetry import trace
 
-from greenlight.adapters.teams.bodies import TooLarge, read_bounded
+from greenlight.adapters.bodies import TooLarge, read_bounded
 from greenlight.adapters.teams.serviceurls import ServiceUrls, UntrustedServiceUrl
 
 MAX_RESPONSE_BYTES = 1024 * 1024

@@ -34,6 +34,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from greenlight.adapters.bodies import TooLarge, read_bounded
 from greenlight.adapters.teams import cards
 from greenlight.adapters.teams.actions import Answer, CardActions, CardClick
 from greenlight.adapters.teams.auth import (
@@ -43,7 +44,6 @@ from greenlight.adapters.teams.auth import (
     Caller,
     KeysUnavailable,
 )
-from greenlight.adapters.teams.bodies import TooLarge, read_bounded
 from greenlight.adapters.teams.connector import BotConnector, ConnectorError
 from greenlight.adapters.teams.users import Clicker
 
