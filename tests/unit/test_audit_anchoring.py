@@ -24,6 +24,7 @@ from greenlight.adapters.auditlog import (
     AuditWriteError,
     Entry,
     head_path,
+    lock_path,
     read_head,
 )
 from greenlight.config import Settings
@@ -877,3 +878,31 @@ async def test_publisher_batches_and_ends_current(tmp_path: Path) -> None:
     assert store.writes[-1].seq == 200
     assert len(store.writes) < 20
     assert [h.seq for h in store.writes] == sorted(h.seq for h in store.writes)
+
+
+async def test_a_symlink_planted_on_the_volume_is_never_written_through(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    (await write_log(path, 2)).close()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    tmp = head_path(path).with_name(head_path(path).name + ".tmp")
+    tmp.symlink_to(victim)  # the head is written through <log>.head.tmp
+
+    log = AuditLog(path, key=KEY)
+    await log.record("decided", request=REQUEST, actor="bob", outcome="Approved")
+    log.close()
+
+    assert victim.read_text() == "precious\n"
+    assert read_head(path) == AuditLog(path, key=KEY).head
+    other = tmp_path / "other.jsonl"  # a log this process never opened
+    lock_path(other).symlink_to(victim)  # the lock file is truncated when it is taken
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        AuditLog(other, key=KEY)
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_log_that_is_no_regular_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    os.mkfifo(path)  # reading it would wait forever; /dev/zero would never end
+    with pytest.raises(OSError, match="is not a regular file"):
+        AuditLog(path, key=KEY)

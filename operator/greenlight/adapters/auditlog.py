@@ -18,11 +18,12 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import structlog
 from opentelemetry import trace
@@ -41,6 +42,21 @@ def head_path(path: Path) -> Path:
 
 def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
+
+
+def open_regular(path: Path, flags: int, mode: int = 0o640) -> int:
+    """Open a file of the audit volume: never through a symlink planted in its place, and only a
+    regular file (not a FIFO, a device like /dev/zero, a directory): OSError otherwise."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _read_regular(path: Path) -> BinaryIO:
+    return os.fdopen(open_regular(path, os.O_RDONLY), "rb")
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -183,7 +199,7 @@ class AuditLog:
         offset = 0
         if head_seq == 0:
             self._after_head = 0
-        with self.path.open("rb") as handle:  # line by line: the log may be far larger than RAM
+        with _read_regular(self.path) as handle:  # line by line: the log may be far larger than RAM
             number = 0
             while raw := handle.readline(chain.MAX_RECORD_BYTES + 1):
                 number += 1
@@ -347,7 +363,7 @@ class AuditLog:
         if seq == 0:
             return 0, chain.GENESIS
         offset = 0
-        with self.path.open("rb") as handle:
+        with _read_regular(self.path) as handle:
             for raw in handle:
                 if offset >= self._whole_end:
                     break
@@ -362,7 +378,7 @@ class AuditLog:
 
     def _lines_between(self, start: int, end: int) -> Generator[str]:
         """The log's lines from byte `start` to byte `end` (both at line boundaries)."""
-        with self.path.open("rb") as handle:
+        with _read_regular(self.path) as handle:
             handle.seek(start)
             while handle.tell() < end:
                 yield handle.readline().decode("utf-8", errors="replace")
@@ -525,7 +541,7 @@ class AuditLog:
         # ASCII only: no raw U+2028 or other separators that some readers split lines on.
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            fd = open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         except OSError as exc:
             raise AuditWriteError(f"cannot write audit record to {self.path}: {exc}") from exc
         try:
@@ -563,9 +579,12 @@ class AuditLog:
             return
         offset = self._torn
         moved, size, digest = _save_aside(self.path, offset)
-        with self.path.open("r+b") as handle:
-            handle.truncate(offset)
-            os.fsync(handle.fileno())
+        fd = open_regular(self.path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         details = {
             "cut_at_byte": offset,
             "cut_bytes": size,
@@ -632,7 +651,7 @@ def _head_details(head: chain.Head | None) -> dict[str, Any] | None:
 def _lock(path: Path) -> int:
     """Hold `<log>.lock` exclusively (released when the process ends), or AuditLogLocked."""
     lock = lock_path(path)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o640)
+    fd = open_regular(lock, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -664,7 +683,9 @@ def write_head(path: Path, head: chain.Head) -> None:
     """Replace `<log>.head` atomically (a temporary file, fsynced, renamed over it)."""
     target = head_path(path)
     tmp = target.with_name(target.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a crash's leftover, or a symlink planted to have the head written through
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     try:
         _write_all(fd, (json.dumps(head.to_json()) + "\n").encode())
         os.fsync(fd)
