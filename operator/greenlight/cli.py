@@ -208,7 +208,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the receipt as JSON: the envelope, `wait -o json` output, or the request itself",
     )
     source.add_argument("--request", metavar="NAME", help="read the receipt from this request")
-    _namespace(check)
+    check.add_argument(
+        "-n",
+        "--namespace",
+        help="the namespace whose approvals count: with --request, where the request is (default: "
+        "the current one); with --receipt, the receipt must be for a request there (the "
+        "namespace's approvers are the ones who said yes; checked only when given)",
+    )
     check.add_argument("--plan-file", type=Path, required=True, help="the plan about to be run")
     check.add_argument("--action", required=True, help="the command about to be run")
     check.add_argument("--target", required=True, help="what it is about to affect")
@@ -464,13 +470,20 @@ def _verify(args: argparse.Namespace) -> int:
     """One line: VALID on stdout (exit 0), or the failure and its reason on stderr."""
     from greenlight.core.timefmt import now
 
+    expected: dict[str, str | None] = {"namespace": args.namespace}
     if args.receipt is not None:
         envelope = _receipt_of(json.loads(args.receipt.read_text()))
         where = str(args.receipt)
     else:
+        if args.namespace is None:
+            from greenlight.config import ClientSettings
+
+            args.namespace = ClientSettings().namespace
         obj = _client(args).get(args.request)
         envelope = (obj.get("status") or {}).get("receipt")
         where = f"{args.namespace}/{args.request}"
+        meta = obj.get("metadata") or {}
+        expected = {"namespace": args.namespace, "name": args.request, "uid": meta.get("uid")}
         if envelope is None:
             phase = (obj.get("status") or {}).get("phase") or "not handled yet"
             print(f"{where}: NO RECEIPT: the request is {phase}, not Approved", file=sys.stderr)
@@ -482,6 +495,7 @@ def _verify(args: argparse.Namespace) -> int:
         action=args.action,
         target=args.target,
         now=now(),
+        **expected,
     )
     label = result.outcome.value.upper().replace("_", " ")
     print(f"{where}: {label}: {result.reason}", file=sys.stdout if result.ok else sys.stderr)

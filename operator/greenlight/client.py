@@ -356,6 +356,9 @@ class ApprovalClient:
                 action=action if action is not None else str(spec.get("action", "")),
                 target=target if target is not None else str(spec.get("target", "")),
                 now=now(),
+                namespace=self.namespace,
+                name=name,
+                uid=str((obj.get("metadata") or {}).get("uid", "")),
             )
             if not result.ok:
                 raise ExecutionRefused(result.outcome.value, result.reason)

@@ -108,8 +108,11 @@ def check(
     action: str = "pulumi destroy",
     target: str = "production",
     now: datetime = DECIDED + timedelta(minutes=5),
+    **request: str,
 ) -> receipts.Verification:
-    return receipts.verify(envelope, public_keys, plan=plan, action=action, target=target, now=now)
+    return receipts.verify(
+        envelope, public_keys, plan=plan, action=action, target=target, now=now, **request
+    )
 
 
 def statement_of(envelope: Envelope) -> dict[str, Any]:
@@ -302,6 +305,24 @@ def test_another_action_or_target_is_refused(
     assert result.outcome is Outcome.ACTION_MISMATCH
 
 
+@pytest.mark.parametrize(
+    "expected",
+    [{"namespace": "approvals-staging"}, {"name": "destroy-prod-2"}, {"uid": "uid-2"}],
+)
+def test_a_receipt_for_a_request_elsewhere_is_refused_when_the_site_names_where(
+    receipt: Envelope, signer: Signer, expected: dict[str, str]
+) -> None:
+    """Whose approvers said yes is the namespace's: a production site names the namespace whose
+    approvers it trusts, and a receipt from another (same action and target) does not do."""
+    result = check(receipt, keys(signer), **expected)
+
+    assert result.outcome is Outcome.ACTION_MISMATCH
+    ((field, wanted),) = expected.items()
+    assert result.reason.startswith(f"approved {field} is ")
+    assert result.reason.endswith(f"not {wanted!r}")
+    assert check(receipt, keys(signer), namespace="ci", name="destroy-prod", uid="uid-1").ok
+
+
 def test_a_receipt_is_refused_from_not_after_on(receipt: Envelope, signer: Signer) -> None:
     not_after = DECIDED + timedelta(minutes=15)
 
@@ -474,6 +495,8 @@ def test_verify_exit_codes_name_each_failure(
     monkeypatch.setattr("greenlight.core.timefmt.now", lambda: moment[0])
     assert run_verify(files, action="pulumi up") == 6
     assert run_verify(files, target="staging") == 6
+    assert run_verify(files, "-n", "ci") == 0  # the namespace it was approved in
+    assert run_verify(files, "-n", "approvals-staging") == 6
     files["plan.txt"].write_bytes(PLAN.encode() + b" ")
     assert run_verify(files) == 5
     files["plan.txt"].write_bytes(PLAN.encode())
@@ -486,6 +509,7 @@ def test_verify_exit_codes_name_each_failure(
     assert run_verify(files) == 2
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(": ")[1] for line in lines] == [
+        "ACTION MISMATCH",
         "ACTION MISMATCH",
         "ACTION MISMATCH",
         "PLAN MISMATCH",

@@ -143,11 +143,16 @@ def verify(
     action: str,
     target: str,
     now: datetime,
+    namespace: str | None = None,
+    name: str | None = None,
+    uid: str | None = None,
 ) -> Verification:
     """Check a receipt (an `Envelope` or its JSON form) for running `action` on `target` with
     `plan` at `now`. `public_keys` maps key ids to the operator's published keys. The checks run
     in this order and the first failure is the outcome: form, signature, plan, action and
-    target, time. Nothing in the payload is trusted before its signature is."""
+    target (and the request's `namespace`, `name` and `uid`, each when given: whose approvers
+    said yes is the namespace's, so a site that trusts one namespace's approvers names it),
+    time. Nothing in the payload is trusted before its signature is."""
     try:
         env = envelope if isinstance(envelope, Envelope) else Envelope.from_json(envelope)
     except ValueError as exc:
@@ -177,8 +182,10 @@ def verify(
             f"the plan's sha256 is {actual[:16]}…, the approved plan's is {digest[:16]}…",
             predicate,
         )
-    for field, wanted in (("action", action), ("target", target)):
-        if predicate.get(field) != wanted:
+    expected = {"action": action, "target": target, "namespace": namespace, "name": name}
+    expected["uid"] = uid
+    for field, wanted in expected.items():
+        if wanted is not None and predicate.get(field) != wanted:
             return Verification(
                 Outcome.ACTION_MISMATCH,
                 f"approved {field} is {predicate.get(field)!r}, not {wanted!r}",
