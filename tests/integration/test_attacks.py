@@ -341,3 +341,39 @@ def test_recreated_request_with_the_same_name_starts_afresh(
     assert again["metadata"]["uid"] == fresh["metadata"]["uid"]
     assert again["status"]["phase"] == "Pending"
     assert again["status"]["approvals"] == []
+
+
+def test_what_decides_when_a_request_goes_away_is_set_at_creation_only(
+    operator: OperatorProcess, people: People, kubectl: Kubectl
+) -> None:
+    """An owner reference to nothing would have the garbage collector delete the request for an
+    approver who may patch but not delete; a finalizer would hold its deletion."""
+    ns = people.namespace
+    manifest = approval_request("owned", ns)
+    manifest["metadata"]["finalizers"] = ["example.com/hold"]
+    create(kubectl, manifest, people.orchestrator)
+    wait_phase(kubectl, ns, "owned", "Pending")
+    orphaning = {
+        "metadata": {
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": "0000-gone"}
+            ]
+        }
+    }
+
+    for patch in (orphaning, {"metadata": {"finalizers": ["example.com/hold", "x.io/stuck"]}}):
+        done = kubectl(
+            "-n", ns, "patch", "apr/owned", "--type=merge", "-p", json.dumps(patch),
+            as_user="alice", check=False,
+        )  # fmt: skip
+        assert done.returncode != 0
+        assert "set when it is created only" in done.stderr or "cannot be added" in done.stderr
+
+    removed = kubectl(
+        "-n", ns, "patch", "apr/owned", "--type=merge", "-p",
+        json.dumps({"metadata": {"finalizers": None}}), as_user="alice", check=False,
+    )  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    obj = get(kubectl, ns, "owned")
+    assert "ownerReferences" not in obj["metadata"]
+    assert "finalizers" not in obj["metadata"]

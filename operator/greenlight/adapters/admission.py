@@ -162,6 +162,25 @@ def owned(annotations: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in annotations.items() if k.startswith(OPERATOR_OWNED_PREFIXES)}
 
 
+def lifetime_problem(old: Mapping[str, Any], new: Mapping[str, Any] | None) -> str | None:
+    """Why an update may not change what decides when the request goes away, or None.
+
+    An owner reference to an object that does not exist has the garbage collector delete the
+    request, and a finalizer holds its deletion: either would let anyone who may patch (an
+    approver, a requester) do what only `delete` may, in the collector's name. Both are set at
+    creation or not at all; finalizers may still be removed (a stuck deletion is cleaned up)."""
+    before, after = (old.get("metadata") or {}), ((new or {}).get("metadata") or {})
+    if (before.get("ownerReferences") or []) != (after.get("ownerReferences") or []):
+        return "metadata.ownerReferences of an ApprovalRequest are set when it is created only"
+    added = set(after.get("finalizers") or []) - set(before.get("finalizers") or [])
+    if added:
+        return (
+            f"finalizer {sorted(added)[0]!r} cannot be added to an ApprovalRequest after it is "
+            "created (finalizers may be removed)"
+        )
+    return None
+
+
 def annotations_of(body: Mapping[str, Any] | None) -> dict[str, str]:
     if body is None:
         return {}
@@ -284,6 +303,10 @@ async def admit(
         return
     if old is None:
         return
+    lifetime = None if gate.is_operator(caller) else lifetime_problem(old, new)
+    if lifetime is not None:
+        error = kopf.AdmissionError(lifetime, code=403)
+        await refuse(gate, old, caller, "invalid_value", error, dryrun=dryrun)
     deciding = any(before.get(k) != after.get(k) for k in USER_ANNOTATIONS)
     executing = any(k in after and before.get(k) != after.get(k) for k in EXECUTION_ANNOTATIONS)
     if deciding and executing:
