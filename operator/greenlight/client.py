@@ -147,6 +147,9 @@ class ApprovalClient:
         self.namespace = namespace
         self.api_client = api_client or load_client_config(kubeconfig)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
+        # The uid of each request this client created, by name: `wait` and `claim` follow that
+        # object, not another one created later under the same name.
+        self._created: dict[str, str] = {}
 
     def manifest(
         self,
@@ -230,7 +233,9 @@ class ApprovalClient:
             )
         except ApiException as exc:
             raise GreenlightError(f"cannot create the request: {api_message(exc)}") from exc
-        return str(created["metadata"]["name"])
+        name = str(created["metadata"]["name"])
+        self._created[name] = str(created["metadata"].get("uid", ""))
+        return name
 
     def check(self, **fields: Any) -> PolicyAnswer:
         """Whether a request with these fields (as for `create`) would need approval, under
@@ -336,6 +341,7 @@ class ApprovalClient:
         public = parse_public_keys(keys) if isinstance(keys, str) else keys
         for _ in range(5):
             obj = self.get(name)
+            self._same(name, obj, self._created.get(name, ""))
             spec, status = obj.get("spec") or {}, obj.get("status") or {}
             envelope = status.get("receipt")
             if envelope is None:
@@ -432,14 +438,31 @@ class ApprovalClient:
         self.finish(name, run.exit_code or 0)
 
     def wait(self, name: str, timeout: float | None = None) -> Outcome:
-        """Block until the request is terminal; raise GreenlightError after `timeout` seconds."""
-        obj = self.get(name)
-        outcome = _outcome(obj)
-        if outcome is not None:
-            return outcome
-        watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-        version = obj["metadata"]["resourceVersion"]
+        """Block until the request is terminal; raise GreenlightError after `timeout` seconds.
+        The request followed is the object this client created under `name` (else the one the
+        first read finds): when it is deleted and another is created under the same name, that
+        one's outcome is never taken for it (GreenlightError)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        uid = self._created.get(name, "")
+        while True:
+            obj = self.get(name)
+            uid = uid or str(obj["metadata"].get("uid", ""))
+            self._same(name, obj, uid)
+            outcome = _outcome(obj)
+            if outcome is not None:
+                return outcome
+            try:
+                return self._watch(name, obj["metadata"]["resourceVersion"], uid, deadline, timeout)
+            except ApiException as exc:
+                if exc.status != 410:  # 410: the watch expired: read afresh and go on
+                    raise GreenlightError(
+                        f"cannot watch {self.namespace}/{name}: {api_message(exc)}"
+                    ) from exc
+
+    def _watch(
+        self, name: str, version: str, uid: str, deadline: float | None, timeout: float | None
+    ) -> Outcome:
+        watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
         try:
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -462,17 +485,20 @@ class ApprovalClient:
                     version = current["metadata"]["resourceVersion"]
                     if event["type"] == "DELETED":
                         raise GreenlightError(f"{self.namespace}/{name} was deleted while waiting")
+                    self._same(name, current, uid)
                     outcome = _outcome(current)
                     if outcome is not None:
                         return outcome
-        except ApiException as exc:
-            if exc.status == 410:  # the watch expired: read afresh and continue
-                return self.wait(name, timeout)
-            raise GreenlightError(
-                f"cannot watch {self.namespace}/{name}: {api_message(exc)}"
-            ) from exc
         finally:
             watch.stop()  # type: ignore[no-untyped-call]
+
+    def _same(self, name: str, obj: Mapping[str, Any], uid: str) -> None:
+        found = str((obj.get("metadata") or {}).get("uid", ""))
+        if uid and found != uid:
+            raise GreenlightError(
+                f"{self.namespace}/{name} was deleted and created again (uid {found}, not {uid}): "
+                "its outcome is not the one waited for"
+            )
 
     async def async_wait(self, name: str, limit: float | None = None) -> Outcome:
         """`wait` without blocking the event loop; `limit` in seconds."""

@@ -20,8 +20,8 @@ from tests.support.manifests import annotate, approval_request, create, get, pol
 from tests.support.operator import OperatorProcess
 from tests.support.operator_fixtures import People
 
-from greenlight.client import ApprovalClient, ExecutionRefused
-from greenlight.core.model import ANN_CLAIM
+from greenlight.client import ApprovalClient, ExecutionRefused, GreenlightError
+from greenlight.core.model import ANN_CLAIM, Phase
 from greenlight.core.stamps import plan_digest
 from greenlight.devcluster import ControlPlane
 from greenlight.kube import load_client_config
@@ -336,3 +336,25 @@ def test_the_sdk_context_manager_reports_how_the_block_ended(
     for name, code in (("sdk-ok", 0), ("sdk-raises", 1), ("sdk-code", 7)):
         execution = finished_execution(kubectl, ns, name)
         assert execution["exitCode"] == code, name
+
+
+def test_the_sdk_never_takes_the_outcome_of_a_request_created_again_under_its_name(
+    operator: OperatorProcess, people: People, kubectl: Kubectl, cli: GreenlightCli
+) -> None:
+    ns = people.namespace
+    client = ApprovalClient(
+        ns, api_client=load_client_config(str(cli.kubeconfig(people.orchestrator)))
+    )
+    name = client.create(
+        action="pulumi destroy", target="production", workflow_id="wf-1", name="twice"
+    )
+    wait_phase(kubectl, ns, name, "Pending")
+    kubectl("-n", ns, "delete", f"apr/{name}")
+    approved(kubectl, people, name)  # another object under the same name, Approved
+
+    with pytest.raises(GreenlightError, match="deleted and created again"):
+        client.wait(name, timeout=10)
+    with pytest.raises(GreenlightError, match="deleted and created again"):
+        client.claim(name, PLAN.encode(), keys={})
+    other = ApprovalClient(ns, api_client=client.api_client)  # did not create it: follows it
+    assert other.wait(name, timeout=10).phase is Phase.APPROVED
