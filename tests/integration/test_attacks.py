@@ -19,7 +19,7 @@ from tests.support.operator import OperatorProcess
 from tests.support.operator_fixtures import People
 
 from greenlight.core.model import Action, Via
-from greenlight.core.stamps import DecisionRecord, record_key
+from greenlight.core.stamps import DecisionRecord, derive_key, record_key
 from greenlight.core.timefmt import now
 from greenlight.devcluster import ControlPlane
 
@@ -377,3 +377,26 @@ def test_what_decides_when_a_request_goes_away_is_set_at_creation_only(
     obj = get(kubectl, ns, "owned")
     assert "ownerReferences" not in obj["metadata"]
     assert "finalizers" not in obj["metadata"]
+
+
+def test_a_dry_run_decision_hands_out_no_record_the_operator_would_count(
+    operator: OperatorProcess, people: People, kubectl: Kubectl
+) -> None:
+    """`kubectl annotate --dry-run=server` is answered as a real decision would be, but the
+    record it shows is signed for dry runs only: planted later, it would count for nothing."""
+    ns = people.namespace
+    create(kubectl, approval_request("rehearsed", ns), people.orchestrator)
+    obj = wait_phase(kubectl, ns, "rehearsed", "Pending")
+    rehearsal = kubectl.json(
+        "-n", ns, "annotate", "apr/rehearsed", "greenlight.dev/decision=approve",
+        "--dry-run=server", "-o", "json", as_user="alice",
+    )  # fmt: skip
+
+    value = rehearsal["metadata"]["annotations"][record_key("alice")]
+    record = DecisionRecord.from_annotation(value)
+    key = derive_key(operator.audit_key_file.read_bytes().strip())
+    assert (record.user, record.action) == ("alice", Action.APPROVE)
+    assert not record.valid(key, obj["metadata"]["uid"])
+    assert record_key("alice") not in (
+        get(kubectl, ns, "rehearsed")["metadata"].get("annotations") or {}
+    )

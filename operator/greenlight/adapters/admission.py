@@ -23,6 +23,8 @@ All webhooks are registered with failurePolicy Fail: when the operator is down, 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -93,6 +95,14 @@ class AdmissionGate:
     def is_operator(self, caller: Identity) -> bool:
         """The operator's own writes (status, decision records from chat)."""
         return caller.user == self.operator.user or caller.user in self.extra_operator_users
+
+    def key_for(self, dryrun: bool) -> bytes:
+        """The key marks are signed and checked with. A dry run gets marks of the same shape
+        under a key derived for dry runs only, which the operator never accepts: a dry-run
+        decision (`kubectl annotate --dry-run=server`) is not a signed record to plant later."""
+        if not dryrun:
+            return self.marks_key
+        return hmac.new(self.marks_key, b"greenlight/dry-run/v1", hashlib.sha256).digest()
 
 
 def identity_of(userinfo: Mapping[str, Any]) -> Identity:
@@ -384,7 +394,7 @@ async def _admit_create(
         now(),
         policy=policy,
         plan=reading.to_json() if reading is not None else None,
-    ).signed(gate.marks_key, stamp_subject(new))
+    ).signed(gate.key_for(dryrun), stamp_subject(new))
     patch.metadata.annotations[ANN_REQUESTED_BY] = stamp.to_annotation()
 
 
@@ -466,7 +476,7 @@ async def _admit_decision(
             patch.metadata.annotations[key] = None
     # A duplicate approval is recorded too (it replaces the caller's earlier record): the
     # operator audits it, counted once.
-    key, value = issue(gate.marks_key, request.uid, caller, action, reason, Via.KUBECTL, at)
+    key, value = issue(gate.key_for(dryrun), request.uid, caller, action, reason, Via.KUBECTL, at)
     patch.metadata.annotations[key] = value
 
 
@@ -511,7 +521,7 @@ async def _admit_execution(
         if key in after:
             patch.metadata.annotations[key] = None
     patch.metadata.annotations[ANN_EXECUTION] = outcome.signed(
-        gate.marks_key, request.uid
+        gate.key_for(dryrun), request.uid
     ).to_annotation()
 
 
@@ -555,7 +565,8 @@ async def check_owned_annotations(
         {record_key(caller.user), ANN_EXECUTION} if operation == "UPDATE" else {ANN_REQUESTED_BY}
     )
     for key in sorted(changed):
-        if key not in allowed or not _issued_to(gate, caller, key, after.get(key, ""), old, new):
+        value = after.get(key, "")
+        if key not in allowed or not _issued_to(gate.key_for(dryrun), caller, key, value, old, new):
             forged = kopf.AdmissionError(
                 f"annotation {key} is written by Greenlight only", code=403
             )
@@ -563,7 +574,7 @@ async def check_owned_annotations(
 
 
 def _issued_to(
-    gate: AdmissionGate,
+    marks_key: bytes,
     caller: Identity,
     key: str,
     value: str,
@@ -574,17 +585,15 @@ def _issued_to(
     try:
         if key == ANN_REQUESTED_BY and new is not None:
             stamp = Stamp.from_annotation(value)
-            return stamp.user == caller.user and stamp.valid(
-                gate.marks_key, stamp_subject(new), now()
-            )
+            return stamp.user == caller.user and stamp.valid(marks_key, stamp_subject(new), now())
         uid = str(((old or {}).get("metadata") or {}).get("uid", ""))
         if key == ANN_EXECUTION:
             execution = ExecutionRecord.from_annotation(value)
-            return execution.user == caller.user and execution.valid(gate.marks_key, uid)
+            return execution.user == caller.user and execution.valid(marks_key, uid)
         record = DecisionRecord.from_annotation(value)
     except ValueError:
         return False
-    return record.user == caller.user and record.valid(gate.marks_key, uid)
+    return record.user == caller.user and record.valid(marks_key, uid)
 
 
 @kopf.on.validate(
