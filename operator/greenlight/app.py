@@ -100,11 +100,30 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         raise
 
 
+def _warn_of_keys_on_the_volume(config: Settings) -> None:
+    """Keys kept beside the audit log are only as safe as the volume (the chart sets both)."""
+    if config.audit_key_file is None:
+        _log.warning(
+            "GREENLIGHT_AUDIT_KEY_FILE is not set: audit records carry no MAC, and the marks "
+            "key is kept on the audit volume, so whoever can write the volume can forge stamps "
+            "and decision records; set it to a file outside the volume (the chart does)",
+            marks_key=str(config.audit_file.parent / "marks.key"),
+        )
+    if config.receipt_key_file is None:
+        _log.warning(
+            "GREENLIGHT_RECEIPT_KEY_FILE is not set: the receipt signing key is kept on the "
+            "audit volume, so whoever can write the volume can sign receipts; set it to a file "
+            "outside the volume (the chart does)",
+            receipt_key=str(config.audit_file.parent / "receipt.key"),
+        )
+
+
 async def _start(
     memo: kopf.Memo, config: Settings, kube: Kube, webhook_ca: bytes, server: object
 ) -> None:
     """Everything the operator runs, wired with explicit arguments."""
     operator = await kube.whoami()
+    _warn_of_keys_on_the_volume(config)
     key = load_or_create_key(config.audit_key_file) if config.audit_key_file else None
     try:
         audit = AuditLog(config.audit_file, key=key)
