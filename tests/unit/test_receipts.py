@@ -108,11 +108,8 @@ def check(
     action: str = "pulumi destroy",
     target: str = "production",
     now: datetime = DECIDED + timedelta(minutes=5),
-    **request: str,
 ) -> receipts.Verification:
-    return receipts.verify(
-        envelope, public_keys, plan=plan, action=action, target=target, now=now, **request
-    )
+    return receipts.verify(envelope, public_keys, plan=plan, action=action, target=target, now=now)
 
 
 def statement_of(envelope: Envelope) -> dict[str, Any]:
@@ -314,13 +311,19 @@ def test_a_receipt_for_a_request_elsewhere_is_refused_when_the_site_names_where(
 ) -> None:
     """Whose approvers said yes is the namespace's: a production site names the namespace whose
     approvers it trusts, and a receipt from another (same action and target) does not do."""
-    result = check(receipt, keys(signer), **expected)
+    result = receipts.verify(
+        receipt, keys(signer), plan=PLAN.encode(), action="pulumi destroy", target="production",
+        now=DECIDED + timedelta(minutes=5), **expected,
+    )  # fmt: skip
 
     assert result.outcome is Outcome.ACTION_MISMATCH
     ((field, wanted),) = expected.items()
     assert result.reason.startswith(f"approved {field} is ")
     assert result.reason.endswith(f"not {wanted!r}")
-    assert check(receipt, keys(signer), namespace="ci", name="destroy-prod", uid="uid-1").ok
+    assert receipts.verify(
+        receipt, keys(signer), plan=PLAN.encode(), action="pulumi destroy", target="production",
+        now=DECIDED + timedelta(minutes=5), namespace="ci", name="destroy-prod", uid="uid-1",
+    ).ok  # fmt: skip
 
 
 def test_a_receipt_is_refused_from_not_after_on(receipt: Envelope, signer: Signer) -> None:

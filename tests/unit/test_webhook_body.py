@@ -48,13 +48,17 @@ async def test_a_stalled_body_holds_only_what_it_sent(
     writer.close()
 
 
+async def _never(**_: Any) -> None:
+    raise AssertionError("no handler is called for what is refused before it")
+
+
 def _review_request(path: str) -> Any:
     return make_mocked_request("POST", f"/{path}", match_info={"id": path})
 
 
 async def test_only_the_handlers_own_paths_are_answered() -> None:
     server = webhookserver.WebhookServer()
-    server.routes = {"validate": webhookserver.Route(fn=lambda **_: None, mutating=False)}
+    server.routes = {"validate": webhookserver.Route(fn=_never, mutating=False)}
     with pytest.raises(aiohttp.web.HTTPNotFound):
         await server._answer(_review_request("zzz"), b'{"request": {}}')
     with pytest.raises(aiohttp.web.HTTPServiceUnavailable):  # routes known, the gate not yet
@@ -68,7 +72,7 @@ async def test_only_the_handlers_own_paths_are_answered() -> None:
 )
 async def test_a_body_that_is_no_review_is_answered_400(body: bytes) -> None:
     server = webhookserver.WebhookServer()
-    server.routes = {"validate": webhookserver.Route(fn=lambda **_: None, mutating=False)}
+    server.routes = {"validate": webhookserver.Route(fn=_never, mutating=False)}
     server.memo = object()
     with pytest.raises(aiohttp.web.HTTPBadRequest):
         await server._answer(_review_request("validate"), body)
