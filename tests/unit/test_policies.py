@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from greenlight.core import conditions, policies
 from greenlight.core.durations import format_duration, parse_duration, parse_timeout
 from greenlight.core.model import Identity
 from greenlight.core.plans import PlanReading
@@ -274,12 +275,61 @@ LIST_65 = "[" + ", ".join(["'x'"] * 65) + "]"
             "CEL has more than 4 comprehensions",
         ),
         (f"request.namespace in {LIST_65}", "CEL has a list literal of more than 64 items"),
+        (
+            "[0, 1].exists(x, request.spec.action.matches('^a'))",
+            "CEL calls matches inside a comprehension",
+        ),
+        (
+            " || ".join(["request.spec.action.matches('^a')"] * 5),
+            "CEL calls matches more than 4 times",
+        ),
+        (
+            "request.spec.action.matches(request.spec.target)",
+            "CEL matches takes a string literal as its pattern",
+        ),
+        (
+            "request.spec.action.matches('\\\\w{200}')",
+            "CEL pattern '\\\\w{200}' takes ",
+        ),
     ],
 )
 def test_a_condition_that_could_stall_admission_is_refused(condition: str, message: str) -> None:
     assert refused(cluster("p", {"match": {"condition": condition}})).startswith(
         f"spec.match.condition: {message}"
     )
+
+
+def test_a_literal_pattern_that_compiles_fast_is_accepted() -> None:
+    text = "request.spec.action.matches(r'^terraform (apply|destroy)$') && plan.deletes > 0"
+    assert compile_policy(cluster("p", {"match": {"condition": text}})).condition is not None
+
+
+def test_conditions_past_the_time_a_create_may_take_count_strictly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(policies, "CONDITIONS_SECONDS", 0.0)
+    refuse = cluster("r", {"match": {"condition": "false"}, "outcome": "Refuse", "message": "no"})
+    decision = decide(refuse)
+
+    assert decision.outcome is Outcome.REFUSE  # not evaluated: it holds, as an error would
+    assert decision.condition_errors[0].message == (
+        "condition not evaluated: this create's conditions took more than 0 ms"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"action": "a" * 2000}, "spec.action is 2000 characters long; at most 1024"),
+        ({"requester": {"taskId": "t" * 1500}}, "spec.requester.taskId is 1500 characters long"),
+        ({"action": "a", "plan": {"details": "d" * 100_000}}, None),  # never seen by conditions
+    ],
+)
+def test_a_spec_with_a_string_no_schema_admits_is_refused_before_conditions(
+    spec: dict[str, Any], message: str | None
+) -> None:
+    problem = conditions.spec_problem(spec)
+    assert problem == message if message is None else problem.startswith(message)  # type: ignore[union-attr]
 
 
 def test_a_condition_longer_than_its_bound_is_refused() -> None:

@@ -19,6 +19,7 @@ which the caller reads strictly (docs/policy.md, "An error while evaluating").
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,14 @@ COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 REFUSED_COMPREHENSIONS = frozenset({"map"})
 MAX_COMPREHENSIONS = 4
 MAX_LITERAL_ITEMS = 64
+# The CEL library compiles a `matches` pattern at every call (no cache), and some patterns cost
+# far more than others to compile (`\\w{200}`: about 60 ms): a pattern must be a literal, is
+# timed once at compile time, and no comprehension may run one at every element.
+MAX_MATCHES = 4
+PATTERN_MS = 5.0
+# No string of a spec the schema admits is longer (plan.details, which conditions never see,
+# aside); a create with a longer one is refused before any condition reads it.
+MAX_SPEC_CHARS = 1024
 # The lists a comprehension can walk are bounded by the schemas (plan lists 50, spec lists 50)
 # except the creator's groups: a condition reading `request` errors beyond this many.
 MAX_GROUPS = 256
@@ -116,10 +125,12 @@ def compile_condition(text: str) -> Condition:
 
 def shape_problem(text: str) -> str | None:
     """Why evaluating `text` could take too long, or None: `map`, more than MAX_COMPREHENSIONS
-    comprehension macros, one inside another, or a list or map literal of more than
-    MAX_LITERAL_ITEMS items. Strings and comments are skipped; `text` has compiled."""
+    comprehension macros, one inside another, a list or map literal of more than
+    MAX_LITERAL_ITEMS items, or a `matches` that is costly (more than MAX_MATCHES, one inside a
+    comprehension, a pattern that is no literal or takes more than PATTERN_MS to compile).
+    Strings and comments are skipped; `text` has compiled."""
     open_brackets: list[tuple[str, int]] = []  # (kind, items so far): "(", "[", "{", or a macro
-    comprehensions = 0
+    comprehensions = matches = 0
     i = 0
     while i < len(text):
         char = text[i]
@@ -132,6 +143,12 @@ def shape_problem(text: str) -> str | None:
             word, i, calls = _word(text, i)
             if word.lower() in ("r", "b", "rb", "br") and i < len(text) and text[i] in "'\"":
                 i = _after_string(text, i, raw="r" in word.lower())
+            elif word == "matches" and calls:
+                problem, i = _matches_problem(text, i, open_brackets, matches)
+                if problem is not None:
+                    return problem
+                matches += 1
+                open_brackets.append(("(", 1))
             elif word in COMPREHENSIONS and calls:
                 if word in REFUSED_COMPREHENSIONS:
                     return (
@@ -155,6 +172,80 @@ def shape_problem(text: str) -> str | None:
                 return problem
             i += 1
     return None
+
+
+def _matches_problem(
+    text: str, start: int, open_brackets: list[tuple[str, int]], before: int
+) -> tuple[str | None, int]:
+    """Why the `matches(` call whose argument starts at `start` is refused, or None; and the
+    index after its pattern literal."""
+    if any(kind in COMPREHENSIONS for kind, _ in open_brackets):
+        return (
+            "CEL calls matches inside a comprehension, which compiles its pattern at every "
+            "element; match outside it"
+        ), start
+    if before + 1 > MAX_MATCHES:
+        return f"CEL calls matches more than {MAX_MATCHES} times", start
+    i = start
+    while i < len(text) and text[i].isspace():
+        i += 1
+    prefix = i
+    while i < len(text) and text[i] in "rR":
+        i += 1
+    if i - prefix > 1 or i >= len(text) or text[i] not in "'\"":
+        return "CEL matches takes a string literal as its pattern (not a value it computes)", i
+    end = _after_string(text, i, raw=i > prefix)
+    cost = _pattern_ms(text[prefix:end])
+    if cost > PATTERN_MS:
+        return (
+            f"CEL pattern {text[prefix:end][:64]} takes {cost:.0f} ms to compile, and it is "
+            f"compiled at every create; at most {PATTERN_MS:.0f} ms (a smaller repetition, "
+            "ASCII classes like [A-Za-z0-9_] instead of \\w)"
+        ), end
+    return None, end
+
+
+def _pattern_ms(literal: str) -> float:
+    """How long the CEL library takes to compile and run `literal` as a pattern (best of 3)."""
+    try:
+        program = cel.compile(f"''.matches({literal})")
+    except ValueError:
+        return 0.0  # the condition compiled, so this cannot happen; the trial run will tell
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        try:
+            program.execute(EMPTY_CONTEXT)
+        except Exception:  # an invalid pattern: the condition errors when evaluated
+            return 0.0
+        best = min(best, (time.perf_counter() - started) * 1000)
+    return best
+
+
+def spec_problem(spec: Mapping[str, Any]) -> str | None:
+    """A string of the spec (plan.details aside) longer than any the schema admits, or None."""
+    seen = dict(spec)
+    plan = seen.get("plan")
+    if isinstance(plan, Mapping):
+        seen["plan"] = {k: v for k, v in plan.items() if k != "details"}
+    found = _longest(seen, "spec", depth=0)
+    if found is not None and found[1] > MAX_SPEC_CHARS:
+        return f"{found[0]} is {found[1]} characters long; at most {MAX_SPEC_CHARS}"
+    return None
+
+
+def _longest(value: Any, where: str, depth: int) -> tuple[str, int] | None:
+    if isinstance(value, str):
+        return where, len(value)
+    if depth > 8:
+        return None
+    items: Iterable[tuple[str, Any]] = ()
+    if isinstance(value, Mapping):
+        items = ((f"{where}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{n}]", v) for n, v in enumerate(value))
+    found = [f for f in (_longest(v, w, depth + 1) for w, v in items) if f is not None]
+    return max(found, key=lambda f: f[1], default=None)
 
 
 def _word(text: str, start: int) -> tuple[str, int, bool]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -66,6 +67,11 @@ MIN_ESCALATION, MAX_ESCALATION = timedelta(minutes=1), timedelta(days=7)
 # At most this many policies may apply to one request: status.policy names each of them and
 # keeps each restricting approver set, so its size stays bounded. More is refused (fail closed).
 MAX_MATCHING = 16
+# What the conditions of one create may take between them: conditions run on the admission path
+# holding the interpreter, and a namespace's admins write its ApprovalPolicies. Past this, the
+# conditions not yet evaluated count as erroring (read strictly: they hold unless they would
+# auto-approve), so a slow policy makes creates stricter, never looser or stuck.
+CONDITIONS_SECONDS = 0.1
 # Merged escalation keeps at most this many steps; later ones fold into the last (earlier, so
 # stricter, never dropped).
 MAX_EFFECTIVE_STEPS = 10
@@ -1201,11 +1207,21 @@ def _conditions_met(
     context = conditions.context(facts, needed) if needed else conditions.EMPTY_CONTEXT
     matched: list[CompiledPolicy] = []
     errors: list[ConditionError] = []
+    deadline = time.perf_counter() + CONDITIONS_SECONDS
     for policy in named:
         if policy.condition is None:
             matched.append(policy)
             continue
-        holds, error = policy.condition.holds(context, facts)
+        if time.perf_counter() < deadline:
+            holds, error = policy.condition.holds(context, facts)
+        else:
+            holds, error = (
+                False,
+                (
+                    f"condition not evaluated: this create's conditions took more than "
+                    f"{CONDITIONS_SECONDS * 1000:.0f} ms"
+                ),
+            )
         if error:
             errors.append(ConditionError(policy.source, error))
             holds = policy.outcome is not Outcome.AUTO_APPROVE
