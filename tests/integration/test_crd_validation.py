@@ -52,7 +52,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "plan-summary-too-long",
         {"plan": {"summary": "s" * 1025}},
         "spec.plan.summary",
-        "Too long",
+        "1025 characters long; at most 1024",  # the webhook's words: it sees the spec first
     ),
     (
         "on-behalf-of-too-long",
@@ -96,6 +96,17 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.requester.taskId",
         "should match",
     ),
+    *(
+        (f"action-{case}", {"action": action}, "spec.action", "action must be printable text")
+        for case, action in (
+            ("zero-width", "terraform\u200bdestroy"),
+            ("no-break-space", "terraform\u00a0destroy"),
+            ("doubled-space", "terraform  destroy"),
+            ("leading-space", " terraform destroy"),
+            ("newline", "terraform destroy\n*Target*: staging"),
+        )
+    ),
+    ("target-tab", {"target": "prod\tuction"}, "spec.target", "target must be printable text"),
     ("timeout-0s", {"timeout": "0s"}, "spec.timeout", "timeout must be between 1m and 7d"),
     ("timeout-30s", {"timeout": "30s"}, "spec.timeout", "timeout must be between 1m and 7d"),
     ("timeout-8d", {"timeout": "8d"}, "spec.timeout", "timeout must be between 1m and 7d"),
@@ -176,6 +187,15 @@ def test_malformed_request_is_refused_naming_the_field(
     assert field in done.stderr, done.stderr
     assert message in done.stderr, done.stderr
     assert kubectl("-n", people.namespace, "get", "apr/bad", check=False).returncode != 0
+
+
+def test_an_action_in_any_script_with_single_spaces_is_accepted(
+    operator: OperatorProcess, people: People, kubectl: Kubectl
+) -> None:
+    manifest = approval_request("ok", people.namespace, action="déployer l'app", target="prod-ü")
+    create(kubectl, manifest, people.orchestrator)
+
+    assert get(kubectl, people.namespace, "ok")["spec"]["action"] == "déployer l'app"
 
 
 @pytest.mark.parametrize("timeout", ["1m", "90s", "1h30m", "7d", "168h"])

@@ -72,8 +72,8 @@ class Converger:
         decided while no replica watched, or past its expiry): the caller reconciles it."""
         try:
             request = Request.parse(body, self.marks_key)
-        except (KeyError, ValueError) as exc:
-            _log.warning("unreadable request skipped", error=str(exc))
+        except (KeyError, ValueError, RecursionError) as exc:
+            _log.warning("unreadable request skipped", error=str(exc)[:200])
             return False
         if self.ledger.stale(request.uid, request.resource_version):
             return False

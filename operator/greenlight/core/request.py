@@ -520,7 +520,7 @@ def _checked_stamp(raw: str, key: bytes, subject: Subject, created: datetime) ->
     try:
         policy = EffectivePolicy.from_json(stamp.policy) if stamp.policy else None
         plan = PlanReading.from_json(stamp.plan) if stamp.plan else None
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return _UNCHECKED  # what admission decided cannot be read: never act on it
     if len(_stamps) >= STAMP_CACHE_SIZE:
         del _stamps[next(iter(_stamps))]  # the oldest

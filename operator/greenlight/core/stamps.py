@@ -112,7 +112,7 @@ class DecisionRecord:
                 via=Via(data["via"]),
                 mac=str(data.get("mac", "")),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             raise ValueError(f"malformed decision record: {exc}") from exc
 
     @property
@@ -201,7 +201,7 @@ class Stamp:
                 policy=policy,
                 plan=plan,
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             raise ValueError(f"malformed requested-by stamp: {exc}") from exc
 
 
@@ -263,5 +263,5 @@ class ExecutionRecord:
                 exit_code=code,
                 mac=str(data.get("mac", "")),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             raise ValueError(f"malformed execution record: {exc}") from exc
