@@ -445,3 +445,21 @@ def test_only_stamps_whose_mac_verifies_are_kept_and_without_their_text() -> Non
         assert core_request.Request.parse(obj, KEY).marks.stamp is not None
     assert len(core_request._stamps) == 1
     assert all(len(digest) == 32 for digest, *_ in core_request._stamps)
+
+
+@pytest.mark.parametrize(
+    "key", [ANN_REQUESTED_BY, DECISION_RECORD_PREFIX + "x", "greenlight.dev/execution"]
+)
+def test_a_mark_nested_too_deeply_to_parse_is_a_malformed_mark(key: str) -> None:
+    """Planted while no webhook covered the object: before, the RecursionError escaped the
+    parse and stopped every list of the requests."""
+    obj = request()
+    obj["metadata"]["annotations"][key] = "[" * 100_000
+
+    marks = core_request.Request.parse(obj, KEY).marks  # raises nothing
+
+    if key == ANN_REQUESTED_BY:
+        assert marks.stamp is None
+    else:
+        assert key in marks.untrusted
+        assert (marks.records, marks.execution) == ((), None)
