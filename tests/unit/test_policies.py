@@ -250,6 +250,10 @@ def refused(obj: dict[str, Any]) -> str:
         ),
         ({"kind": "Policy", "metadata": {"name": "p"}}, "kind: 'Policy' is not"),
         (cluster("", {}), "metadata.name: must be 1..253 characters long"),
+        (
+            namespaced("team", "p", {"require": {"notify": {"teams": ["../v3/activities"]}}}),
+            "spec.require.notify.teams[0]: ",
+        ),
     ],
     ids=itertools.count(),
 )

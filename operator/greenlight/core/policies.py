@@ -78,6 +78,8 @@ MAX_EFFECTIVE_STEPS = 10
 
 SLACK_CHANNEL = re.compile(r"#?[A-Za-z0-9._-]+")
 SLACK_USER_GROUP = re.compile(r"S[A-Z0-9]{2,30}")
+# As spec.notify.teams.conversation of a request: the id names a Bot Connector URL path.
+TEAMS_CONVERSATION = re.compile(r"19:[A-Za-z0-9._%=+-]+@thread\.(tacv2|skype|v2)")
 REQUESTER_SOURCE = "spec.policy.approvers"
 
 DEFAULT_DURATION = parse_timeout(DEFAULT_TIMEOUT)
@@ -558,7 +560,11 @@ def _notify(value: Any, field_: str) -> Notify:
             pattern=SLACK_CHANNEL,
         ),
         teams=_strings(
-            notify.get("teams"), f"{field_}.teams", max_items=MAX_CHANNELS, max_length=256
+            notify.get("teams"),
+            f"{field_}.teams",
+            max_items=MAX_CHANNELS,
+            max_length=256,
+            pattern=TEAMS_CONVERSATION,
         ),
     )
 
