@@ -18,6 +18,7 @@ from tests.support.fakekube import FakeKube, create_request
 from tests.support.marks import KEY
 from tests.unit.test_converge import NS, RecordingNotifier, approval
 
+from greenlight.adapters import watch as watch_module
 from greenlight.adapters.announce import Announcer
 from greenlight.adapters.auditlog import AuditLog
 from greenlight.adapters.converge import Converger
@@ -158,6 +159,38 @@ async def test_a_burst_is_handled_a_few_at_a_time(bed: Bed) -> None:
     gate.set()
     await until(lambda: all(bed.phase(f"b{i}") is Phase.PENDING for i in range(10)))
     assert most <= 2
+
+
+async def test_an_event_with_a_large_plan_holds_more_of_the_slots(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events in hand are bounded in size too: with 2 slots and a plan of two PLAN_CHARS, one
+    event at a time is handled."""
+    monkeypatch.setattr(watch_module, "PLAN_CHARS", 1000)
+    bed.gate._set(True)
+    await until(lambda: bed.watch.listed.is_set())
+    running = most = 0
+    gate = asyncio.Event()
+    original = bed.converger.on_event
+
+    async def slow(kind: str | None, body: Any) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await gate.wait()
+        await original(kind, body)
+        running -= 1
+
+    bed.converger.on_event = slow  # type: ignore[method-assign]
+    big = {"summary": "big", "details": "x" * 2500}  # weight 3: all (2) of the slots
+    for i in range(4):
+        create_request(bed.kube, NS, f"big{i}", plan=big)
+    await asyncio.sleep(0.2)
+    assert running == 1
+    gate.set()
+    await until(lambda: all(bed.phase(f"big{i}") is Phase.PENDING for i in range(4)))
+    assert most == 1
+    assert bed.watch._event_slots._value == 2  # every slot given back
 
 
 async def test_a_catch_up_held_up_by_its_notifier_does_not_hold_up_decisions(bed: Bed) -> None:

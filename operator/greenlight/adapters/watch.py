@@ -10,8 +10,9 @@ thousands pending:
   watched, past their expiry) are kept, and they are reconciled in the background, `catch_up`
   at a time, each read afresh, while the watch already runs;
 - watch events go to the converger (`Converger.on_event`), at most `events` at once (kopf's
-  former worker limit): while that many are in hand nothing more is read, the stream waits in
-  its connection. A notifier that hangs holds one of them, not the watch.
+  former worker limit), an event with a large plan counting as several (PLAN_CHARS): while
+  the slots are full nothing more is read, the stream waits in its connection. A notifier that
+  hangs holds one of them, not the watch.
  A request that a list no longer shows (deleted while no watch ran) is
 forgotten and its deletion put on record. An expired watch (410) or any error lists again after
 a bounded backoff. When the replica stands by, the watches stop and it forgets what it knew
@@ -34,6 +35,10 @@ from greenlight.kube import Kube
 from greenlight.telemetry import heap
 
 _log = structlog.get_logger("greenlight.watch")
+# An event in hand holds one of the `events` slots, and one more for each PLAN_CHARS characters
+# of plan it carries: what the events in hand hold is bounded in size, not only in number
+# (256 requests with plans at the schema's limit would have held several hundred MiB).
+PLAN_CHARS = 16 * 1024
 
 
 class RequestWatch:
@@ -54,7 +59,9 @@ class RequestWatch:
         self._gate = gate
         self._page = page
         self._catch_up_slots = asyncio.Semaphore(catch_up)
+        self._events = events
         self._event_slots = asyncio.Semaphore(events)
+        self._taking = asyncio.Lock()  # one event at a time takes its slots
         self._tasks: set[asyncio.Task[None]] = set()
         self.listed = asyncio.Event()  # set once a list was read and caught up
         self._scopes_listed: set[str | None] = set()
@@ -142,16 +149,25 @@ class RequestWatch:
         return version
 
     async def _event(self, kind: str, obj: dict[str, Any]) -> None:
-        """Give one event to the converger, waiting while `events` are in hand."""
-        await self._event_slots.acquire()
-        self._spawn(self._converge(kind, obj))
+        """Give one event to the converger, waiting while the events in hand fill the slots."""
+        weight = self._weight(obj)
+        async with self._taking:  # so that no two events each wait holding part of the slots
+            for _ in range(weight):
+                await self._event_slots.acquire()
+        self._spawn(self._converge(kind, obj, weight))
+
+    def _weight(self, obj: dict[str, Any]) -> int:
+        plan = (obj.get("spec") or {}).get("plan")
+        details = plan.get("details") if isinstance(plan, dict) else None
+        size = len(details) if isinstance(details, str) else 0
+        return min(self._events, 1 + size // PLAN_CHARS)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _converge(self, kind: str, obj: dict[str, Any]) -> None:
+    async def _converge(self, kind: str, obj: dict[str, Any], weight: int) -> None:
         try:
             await self._converger.on_event(kind, obj)
         except Exception:
@@ -160,4 +176,5 @@ class RequestWatch:
                 "handling a request failed", namespace=meta.get("namespace"), name=meta.get("name")
             )
         finally:
-            self._event_slots.release()
+            for _ in range(weight):
+                self._event_slots.release()
