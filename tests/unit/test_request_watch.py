@@ -136,29 +136,40 @@ async def test_standing_by_forgets_every_request_and_alarm(bed: Bed) -> None:
     assert len(bed.kube.calls) == calls
 
 
-async def test_a_burst_is_handled_a_few_at_a_time(bed: Bed) -> None:
-    bed.gate._set(True)
-    await until(lambda: bed.watch.listed.is_set())
-    running = most = 0
-    gate = asyncio.Event()
+@dataclass
+class Held:
+    gate: asyncio.Event
+    running: int = 0
+    most: int = 0
+
+
+def hold_events(bed: Bed) -> Held:
+    """Every event waits for `held.gate`; `held` counts how many are in hand at once."""
+    held = Held(asyncio.Event())
     original = bed.converger.on_event
 
     async def slow(kind: str | None, body: Any) -> None:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        await gate.wait()
+        held.running += 1
+        held.most = max(held.most, held.running)
+        await held.gate.wait()
         await original(kind, body)
-        running -= 1
+        held.running -= 1
 
     bed.converger.on_event = slow  # type: ignore[method-assign]
+    return held
+
+
+async def test_a_burst_is_handled_a_few_at_a_time(bed: Bed) -> None:
+    bed.gate._set(True)
+    await until(lambda: bed.watch.listed.is_set())
+    held = hold_events(bed)
     for i in range(10):
         create_request(bed.kube, NS, f"b{i}")
     await asyncio.sleep(0.2)
-    assert running == 2  # the rest wait, unread
-    gate.set()
+    assert held.running == 2  # the rest wait, unread
+    held.gate.set()
     await until(lambda: all(bed.phase(f"b{i}") is Phase.PENDING for i in range(10)))
-    assert most <= 2
+    assert held.most <= 2
 
 
 async def test_an_event_with_a_large_plan_holds_more_of_the_slots(
@@ -169,27 +180,15 @@ async def test_an_event_with_a_large_plan_holds_more_of_the_slots(
     monkeypatch.setattr(watch_module, "PLAN_CHARS", 1000)
     bed.gate._set(True)
     await until(lambda: bed.watch.listed.is_set())
-    running = most = 0
-    gate = asyncio.Event()
-    original = bed.converger.on_event
-
-    async def slow(kind: str | None, body: Any) -> None:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        await gate.wait()
-        await original(kind, body)
-        running -= 1
-
-    bed.converger.on_event = slow  # type: ignore[method-assign]
+    held = hold_events(bed)
     big = {"summary": "big", "details": "x" * 2500}  # weight 3: all (2) of the slots
     for i in range(4):
         create_request(bed.kube, NS, f"big{i}", plan=big)
     await asyncio.sleep(0.2)
-    assert running == 1
-    gate.set()
+    assert held.running == 1
+    held.gate.set()
     await until(lambda: all(bed.phase(f"big{i}") is Phase.PENDING for i in range(4)))
-    assert most == 1
+    assert held.most == 1
     assert bed.watch._event_slots._value == 2  # every slot given back
 
 
