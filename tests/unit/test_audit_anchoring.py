@@ -176,6 +176,10 @@ async def test_anchor_with_a_bad_mac_is_reported(tmp_path: Path) -> None:
         ('{"seq": -1, "hash": "' + "a" * 64 + '"}', "seq must be a whole number >= 0"),
         ('{"seq": 1, "hash": "' + "a" * 64 + '", "mac": 7}', "mac must be 64 lowercase hex"),
         ('{"seq": 0, "hash": "' + "a" * 64 + '"}', "seq 0 must carry the genesis hash"),
+        ('{"seq": "\u00b2", "hash": "' + "a" * 64 + '"}', "seq must be a whole number >= 0"),
+        ('{"seq": "' + "9" * 5000 + '", "hash": "x"}', "seq must be a whole number >= 0"),
+        ('{"seq": ' + "9" * 5000 + "}", "is not valid JSON"),
+        ('{"seq": ' + str(2**63) + ', "hash": "' + "a" * 64 + '"}', "seq must be a whole"),
     ],
 )
 def test_malformed_head_is_a_head_error_naming_the_field(text: str, why: str) -> None:
@@ -906,3 +910,24 @@ def test_a_log_that_is_no_regular_file_is_refused(tmp_path: Path) -> None:
     os.mkfifo(path)  # reading it would wait forever; /dev/zero would never end
     with pytest.raises(OSError, match="is not a regular file"):
         AuditLog(path, key=KEY)
+
+
+@pytest.mark.parametrize("plant", ["fifo", "symlink", "huge"])
+async def test_a_head_file_that_is_no_head_refuses_the_log_and_never_hangs(
+    tmp_path: Path, plant: str
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    (await write_log(path, 2)).close()
+    head = head_path(path)
+    head.unlink()
+    if plant == "fifo":
+        os.mkfifo(head)  # reading it would wait for a writer forever
+    elif plant == "symlink":
+        head.symlink_to("/dev/zero")
+    else:
+        head.write_text(" " * 10_000)
+
+    log = AuditLog(path, key=KEY)
+
+    with pytest.raises(AuditChainBroken, match="head"):
+        log.check_against(None)

@@ -723,7 +723,12 @@ def read_head(path: Path) -> chain.Head | None:
     """The head file beside `path`; None when there is none. Raises chain.HeadError."""
     head = head_path(path)
     try:
-        text = head.read_text(encoding="utf-8", errors="replace")
+        with _read_regular(head) as handle:
+            raw = handle.read(chain.MAX_HEAD_BYTES + 1)
     except FileNotFoundError:
         return None
-    return chain.parse_head_text(text, source=str(head))
+    except OSError as exc:  # a symlink, a FIFO or a device in its place
+        raise chain.HeadError(f"{head} cannot be read as the head file: {exc}") from None
+    if len(raw) > chain.MAX_HEAD_BYTES:
+        raise chain.HeadError(f"{head} is longer than {chain.MAX_HEAD_BYTES} bytes: no head is")
+    return chain.parse_head_text(raw.decode("utf-8", errors="replace"), source=str(head))

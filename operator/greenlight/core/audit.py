@@ -43,6 +43,9 @@ EVENTS = (
     "chain_reset",
 )
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_SEQ = re.compile(r"[0-9]{1,19}")  # ASCII digits only (str.isdigit also takes '²')
+# A head file or anchor is one short JSON object; a longer one is not read further.
+MAX_HEAD_BYTES = 4096
 # No record Greenlight writes comes near this (a request object is at most about 1.5 MiB); a
 # longer line is read no further, by `verify` or by the operator loading its log.
 MAX_RECORD_BYTES = 16 * 1024 * 1024
@@ -112,9 +115,9 @@ def parse_head(data: object, *, source: str = "head") -> Head:
     if not isinstance(data, Mapping):
         raise HeadError(f"{source} is not a JSON object with seq and hash")
     seq, digest, mac = data.get("seq"), data.get("hash"), data.get("mac")
-    if isinstance(seq, str) and seq.isdigit():
+    if isinstance(seq, str) and _SEQ.fullmatch(seq):
         seq = int(seq)  # a ConfigMap anchor keeps every value as a string
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
         raise HeadError(f"{source}: seq must be a whole number >= 0, not {seq!r}")
     if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
         raise HeadError(f"{source}: hash must be 64 lowercase hex digits, not {digest!r}")
