@@ -136,6 +136,12 @@ class Settings(BaseSettings):
                 "certificate that CA signed (a user's, when it is the cluster CA) could "
                 "otherwise call the webhooks"
             )
+        if value and info.data.get("webhook_client_ca_file") is None:
+            raise ValueError(
+                "needs GREENLIGHT_WEBHOOK_CLIENT_CA_FILE: the names are checked on client "
+                "certificates, and without a CA no client certificate is asked for (anyone who "
+                "reaches the webhook port could call it)"
+            )
         return value
 
     @field_validator("slack_allowed_email_domains")

@@ -624,6 +624,9 @@ def test_a_webhook_client_ca_without_names_is_refused() -> None:
     with pytest.raises(HelmError) as refused:
         render({"webhook": {"clientAuth": {"caConfigMap": "apiserver-client-ca"}}})
     assert "webhook.clientAuth.names" in refused.value.stderr
+    with pytest.raises(HelmError) as alone:
+        render({"webhook": {"clientAuth": {"names": ["apiserver"]}}})
+    assert "webhook.clientAuth.caConfigMap" in alone.value.stderr
 
     docs = render(
         {"webhook": {"clientAuth": {"caConfigMap": "apiserver-client-ca", "names": ["apiserver"]}}}

@@ -85,3 +85,11 @@ def test_a_webhook_client_ca_needs_the_names_it_may_sign_for(
 
     monkeypatch.setenv("GREENLIGHT_WEBHOOK_CLIENT_NAMES", "kube-apiserver-webhook-client")
     assert config.load().webhook_client_names == ("kube-apiserver-webhook-client",)
+
+
+def test_webhook_client_names_without_a_ca_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a CA no client certificate is asked for: the names would check nothing."""
+    monkeypatch.setenv("GREENLIGHT_WEBHOOK_CLIENT_NAMES", "kube-apiserver-webhook-client")
+
+    with pytest.raises(config.SettingsError, match=r"GREENLIGHT_WEBHOOK_CLIENT_NAMES: .*CA_FILE"):
+        config.load()
