@@ -379,6 +379,11 @@ def test_operator_that_manages_its_webhooks_may_write_webhook_configurations() -
     assert by_kind(objects, "MutatingWebhookConfiguration") == []
     assert by_kind(objects, "ValidatingWebhookConfiguration") == []
     assert env_of(operator_container(objects))["GREENLIGHT_WEBHOOK_MANAGE"]["value"] == "true"
+    named = [r for r in role["rules"] if "admissionregistration.k8s.io" in r["apiGroups"]]
+    assert [(r.get("resourceNames"), sorted(r["verbs"])) for r in named] == [
+        (None, ["create"]),  # create cannot be limited to a name
+        (["greenlight.dev"], ["get", "update"]),  # no other webhook can be read or rewritten
+    ]
 
 
 def test_namespace_scoped_install_grants_and_peers_per_namespace() -> None:
