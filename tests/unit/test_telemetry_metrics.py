@@ -295,6 +295,40 @@ def test_unknown_label_values_are_refused_so_labels_stay_bounded(call: object) -
         call()
 
 
+def test_a_connection_that_trickles_is_cut_and_one_client_holds_few_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from greenlight.telemetry import exposition
+
+    monkeypatch.setattr(exposition, "CONNECTION_TIMEOUT", 1.0)
+    server = metrics.serve(0, "127.0.0.1")
+    held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(6)]
+    try:
+        time.sleep(0.2)
+        for extra in held[exposition.MAX_PER_CLIENT :]:  # over this client's share: closed
+            extra.settimeout(2)
+            assert extra.recv(1024) == b""
+        trickler = held[0]
+        trickler.settimeout(0.05)
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 5 and not closed:
+            try:
+                trickler.sendall(b"G")  # a byte at a time, inside the per-read timeout
+                closed = trickler.recv(1024) == b""
+            except TimeoutError:
+                pass
+            except OSError:
+                closed = True
+            time.sleep(0.2)
+        assert closed
+        assert time.monotonic() - started < 3  # cut at its deadline, not at the next silence
+    finally:
+        for connection in held:
+            connection.close()
+        server()
+
+
 def test_stopping_the_server_releases_the_port() -> None:
     server = metrics.serve(0, "127.0.0.1")
     port = server.port

@@ -6,13 +6,16 @@ the format from the `Accept` header: Prometheus text by default, OpenMetrics whe
 is the format that carries exemplars.
 
 The port needs no credentials, so what a caller can make it hold is bounded: at most
-MAX_CONNECTIONS connections are served at once (one thread each; more are closed at once), and
-a connection that sends nothing for CONNECTION_TIMEOUT seconds is closed. A scraper makes one
-short request at a time, far inside both.
+MAX_CONNECTIONS connections are served at once (one thread each; more are closed at once), at
+most MAX_PER_CLIENT of them from one address, and a connection is closed CONNECTION_TIMEOUT
+seconds after it opened, however slowly it sends (a byte every few seconds kept a slot for
+ever when the timeout was only between reads). A scraper makes one short request at a time,
+far inside all three.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
@@ -25,6 +28,7 @@ from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 
 MAX_CONNECTIONS = 16
+MAX_PER_CLIENT = 4
 CONNECTION_TIMEOUT = 10.0
 
 # Metrics are scraped by Prometheus from another pod, so the default listens on every interface.
@@ -79,22 +83,46 @@ class _BoundedServer(ThreadingWSGIServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._lock = threading.Lock()
+        self._per_client: dict[str, int] = {}
         super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._take(str(client_address[0])):
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._give_back(str(client_address[0]))
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        deadline = threading.Timer(CONNECTION_TIMEOUT, _cut, (request,))
+        deadline.daemon = True
+        deadline.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
+            deadline.cancel()
+            self._give_back(str(client_address[0]))
+
+    def _take(self, client: str) -> bool:
+        with self._lock:
+            if self._per_client.get(client, 0) >= MAX_PER_CLIENT:
+                return False
+            if not self._slots.acquire(blocking=False):
+                return False
+            self._per_client[client] = self._per_client.get(client, 0) + 1
+            return True
+
+    def _give_back(self, client: str) -> None:
+        with self._lock:
+            left = self._per_client.get(client, 1) - 1
+            if left:
+                self._per_client[client] = left
+            else:
+                self._per_client.pop(client, None)
             self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -102,6 +130,12 @@ class _BoundedServer(ThreadingWSGIServer):
         if isinstance(sys.exc_info()[1], OSError):
             return
         super().handle_error(request, client_address)
+
+
+def _cut(connection: socket.socket) -> None:
+    """End a connection that outlived CONNECTION_TIMEOUT (its thread's read then fails)."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
 
 
 def serve(registry: CollectorRegistry, port: int, host: str = ALL_INTERFACES) -> MetricsServer:
