@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,11 +19,12 @@ from tests.support.fakekube import FakeKube, create_request
 from tests.support.marks import KEY
 from tests.unit.test_converge import NS, RecordingNotifier, approval
 
+from greenlight.adapters import peers as peers_module
 from greenlight.adapters import watch as watch_module
 from greenlight.adapters.announce import Announcer
 from greenlight.adapters.auditlog import AuditLog
 from greenlight.adapters.converge import Converger
-from greenlight.adapters.peers import ActiveGate, outranked_by
+from greenlight.adapters.peers import ActiveGate, announced, outranked_by
 from greenlight.adapters.watch import RequestWatch
 from greenlight.core.model import Phase
 from greenlight.core.request import Request
@@ -240,6 +242,8 @@ def seen(ago: float = 0, priority: int = 0, lifetime: int = 15) -> dict[str, Any
         ({"me": seen(priority=1), "twin": seen(priority=1)}, ["twin"]),
         ({"me": seen(priority=1), "dead": seen(ago=20, priority=5)}, []),
         ({"me": seen(priority=1), "odd": {"priority": "high", "lastseen": "x"}}, []),
+        ({"me": seen(priority=1), "ageless": {"priority": 9, "lifetime": 60}}, []),
+        ({"me": seen(priority=1), "huge": seen(ago=7200, priority=9, lifetime=10**14)}, []),
     ],
 )
 def test_a_replica_stands_by_for_live_peers_of_equal_or_higher_priority(
@@ -257,3 +261,33 @@ async def test_the_gate_follows_the_peering_object_and_fails_closed_until_listed
     later = NOW + timedelta(seconds=2)
     assert outranked_by(gate._objects["/p"], "me", 0, later) == []
     assert ActiveGate.standalone().active.is_set()
+
+
+def test_a_replica_is_announced_only_by_its_own_live_keep_alive() -> None:
+    assert announced(peering(me=seen()), "me", NOW)
+    assert not announced(peering(me=seen(ago=20)), "me", NOW)  # its keep-alive lapsed
+    assert not announced(peering(other=seen()), "me", NOW)  # not written yet
+    assert not announced(None, "me", NOW)  # the peering object was deleted
+
+
+async def test_without_its_keep_alive_in_the_peering_object_a_replica_stands_by(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deleted peering object, or a replica kopf has not announced yet, must not make every
+    replica active at once."""
+    monkeypatch.setattr(peers_module, "RECHECK_SECONDS", 0.01)
+    gate = ActiveGate("me", 0, "peering", ["/p"])
+    informer = SimpleNamespace(synced=asyncio.Event())
+    informer.synced.set()
+    recheck = asyncio.create_task(gate._recheck([informer]))  # type: ignore[list-item]
+    try:
+        gate._replacer("/p")([])  # listed: no peering object
+        await asyncio.sleep(0.05)
+        assert not gate.active.is_set()
+        fresh = {"priority": 0, "lifetime": 15, "lastseen": datetime.now(UTC).isoformat()}
+        gate._applier("/p")("ADDED", peering(me=fresh))
+        await until(gate.active.is_set)
+        gate._applier("/p")("DELETED", peering(me=fresh))
+        await until(gate.standby.is_set)
+    finally:
+        recheck.cancel()

@@ -7,9 +7,11 @@ a priority as high as its own (two at the same priority both stand by, as kopf's
 live until its last keep-alive plus its lifetime; the rule is looked at again every second, so a
 standby takes over within the lifetime of a replica that died.
 
-Until the peering object is listed, a replica is not active (failing closed: a missing CRD or
-missing rights keep it standing by, never both replicas acting). Run standalone (no peering
-name), a replica is active from the start.
+Until the peering object is listed and holds this replica's own live keep-alive, a replica is
+not active (failing closed: a missing CRD, missing rights or a deleted peering object keep it
+standing by, never both replicas acting; and a replica that just started waits until kopf has
+announced it, so the peer it may outrank has seen it too). Run standalone (no peering name), a
+replica is active from the start.
 """
 
 from __future__ import annotations
@@ -35,26 +37,48 @@ def peering_paths(namespaces: Sequence[str]) -> list[str]:
     return [f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings" for ns in namespaces]
 
 
+MAX_LIFETIME = timedelta(hours=1)  # a peer claiming longer is taken at this
+
+
 def outranked_by(
     peering: Mapping[str, Any] | None, identity: str, priority: int, at: datetime
 ) -> list[str]:
     """The live peers in one peering object whose priority is at least `priority`."""
-    peers = (peering or {}).get("status") or {}
     found = []
-    for peer, info in peers.items() if isinstance(peers, Mapping) else ():
-        if peer == identity or not isinstance(info, Mapping):
+    for peer, info in _peers(peering).items():
+        if peer == identity:
             continue
-        try:
-            lifetime = timedelta(seconds=int(info.get("lifetime", 60)))
-            seen = datetime.fromisoformat(str(info["lastseen"])) if info.get("lastseen") else at
-            if seen.tzinfo is None:
-                seen = seen.replace(tzinfo=UTC)
-            rank = int(info.get("priority", 0))
-        except (TypeError, ValueError):
-            continue  # not kopf's shape: ignored, as kopf would fail to read it too
-        if seen + lifetime > at and rank >= priority:
+        live = _live_rank(info, at)
+        if live is not None and live >= priority:
             found.append(peer)
     return found
+
+
+def announced(peering: Mapping[str, Any] | None, identity: str, at: datetime) -> bool:
+    """Whether this replica's own keep-alive is in the peering object, and live."""
+    info = _peers(peering).get(identity)
+    return info is not None and _live_rank(info, at) is not None
+
+
+def _peers(peering: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    peers = (peering or {}).get("status") or {}
+    return peers if isinstance(peers, Mapping) else {}
+
+
+def _live_rank(info: object, at: datetime) -> int | None:
+    """A peer's priority while it is live; None when it is not, or not in kopf's shape (kopf
+    always writes when it last saw a peer: an entry without it is never taken as live)."""
+    if not isinstance(info, Mapping) or not info.get("lastseen"):
+        return None
+    try:
+        lifetime = min(timedelta(seconds=int(info.get("lifetime", 60))), MAX_LIFETIME)
+        seen = datetime.fromisoformat(str(info["lastseen"]))
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=UTC)
+        rank = int(info.get("priority", 0))
+    except (TypeError, ValueError, OverflowError):
+        return None  # not kopf's shape: ignored, as kopf would fail to read it too
+    return rank if seen + lifetime > at else None
 
 
 class ActiveGate:
@@ -112,9 +136,16 @@ class ActiveGate:
                 for path in self._paths
                 for peer in outranked_by(self._objects.get(path), self.identity, self.priority, at)
             ]
+            here = all(announced(self._objects.get(p), self.identity, at) for p in self._paths)
             if synced and rivals and self.active.is_set():
                 _log.info("standing by for a peer of equal or higher priority", peers=rivals)
-            self._set(synced and not rivals)
+            if synced and not here and self.active.is_set():
+                _log.warning(
+                    "standing by: this replica's keep-alive is not in the peering object "
+                    "(deleted, or not written yet)",
+                    peering=self._name,
+                )
+            self._set(synced and here and not rivals)
             await asyncio.sleep(RECHECK_SECONDS)
 
     def _set(self, active: bool) -> None:
