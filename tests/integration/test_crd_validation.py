@@ -52,7 +52,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "plan-summary-too-long",
         {"plan": {"summary": "s" * 1025}},
         "spec.plan.summary",
-        "1025 characters long; at most 1024",  # the webhook's words: it sees the spec first
+        "Too long",
     ),
     (
         "on-behalf-of-too-long",

@@ -38,7 +38,6 @@ from greenlight.adapters.ledger import Ledger
 from greenlight.adapters.policyindex import NotReady, PolicyIndex
 from greenlight.adapters.refusals import RefusalLog
 from greenlight.core import identity, receipts
-from greenlight.core.conditions import spec_problem
 from greenlight.core.model import (
     ANN_CANCEL,
     ANN_CLAIM,
@@ -421,10 +420,6 @@ async def _judge_by_policy(
 ) -> PolicyDecision:
     """The effective policy of a new request, or a refusal that names the policy."""
     namespace = str((new.get("metadata") or {}).get("namespace", ""))
-    oversized = spec_problem(new.get("spec") or {})
-    if oversized is not None:  # the schema refuses it too, but only after this webhook
-        too_long = kopf.AdmissionError(f"{oversized}: the schema admits no such request", code=400)
-        await refuse(gate, new, caller, "invalid_value", too_long, dryrun=dryrun)
     broken = gate.policies.broken_in_scope(namespace)
     if broken:
         unreadable = kopf.AdmissionError(

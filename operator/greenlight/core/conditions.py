@@ -47,7 +47,9 @@ MAX_LITERAL_ITEMS = 64
 MAX_MATCHES = 4
 PATTERN_MS = 5.0
 # No string of a spec the schema admits is longer (plan.details, which conditions never see,
-# aside); a create with a longer one is refused before any condition reads it.
+# aside). Conditions run before the schema is checked, so a longer one is cut to one character
+# more than this before a condition reads it: `matches` and `contains` cost what a valid spec
+# costs, and the schema then refuses the create anyway (422, naming the field).
 MAX_SPEC_CHARS = 1024
 # The lists a comprehension can walk are bounded by the schemas (plan lists 50, spec lists 50)
 # except the creator's groups: a condition reading `request` errors beyond this many.
@@ -222,32 +224,6 @@ def _pattern_ms(literal: str) -> float:
     return best
 
 
-def spec_problem(spec: Mapping[str, Any]) -> str | None:
-    """A string of the spec (plan.details aside) longer than any the schema admits, or None."""
-    seen = dict(spec)
-    plan = seen.get("plan")
-    if isinstance(plan, Mapping):
-        seen["plan"] = {k: v for k, v in plan.items() if k != "details"}
-    found = _longest(seen, "spec", depth=0)
-    if found is not None and found[1] > MAX_SPEC_CHARS:
-        return f"{found[0]} is {found[1]} characters long; at most {MAX_SPEC_CHARS}"
-    return None
-
-
-def _longest(value: Any, where: str, depth: int) -> tuple[str, int] | None:
-    if isinstance(value, str):
-        return where, len(value)
-    if depth > 8:
-        return None
-    items: Iterable[tuple[str, Any]] = ()
-    if isinstance(value, Mapping):
-        items = ((f"{where}.{k}", v) for k, v in value.items())
-    elif isinstance(value, list):
-        items = ((f"{where}[{n}]", v) for n, v in enumerate(value))
-    found = [f for f in (_longest(v, w, depth + 1) for w, v in items) if f is not None]
-    return max(found, key=lambda f: f[1], default=None)
-
-
 def _word(text: str, start: int) -> tuple[str, int, bool]:
     """The identifier at `start`, the index after it, and whether it is called: for a call,
     the index is after its opening parenthesis."""
@@ -352,11 +328,14 @@ def context(facts: RequestFacts, names: Iterable[str]) -> cel.Context:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-shaped value as plain dicts and lists (what the CEL library converts)."""
+    """JSON-shaped value as plain dicts and lists (what the CEL library converts), every string
+    cut to MAX_SPEC_CHARS + 1 characters."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
+    if isinstance(value, str) and len(value) > MAX_SPEC_CHARS:
+        return value[: MAX_SPEC_CHARS + 1]
     return value
 
 
