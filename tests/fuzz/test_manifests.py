@@ -30,6 +30,19 @@ FUZZ = settings(
 _names = itertools.count()
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=60)
 IDS = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:/-]{0,40}\Z")
+# What an action or target may be: printable words of any script, one space between them (no
+# control, invisible or other space characters: the CRD's rule).
+WORDS = st.lists(
+    st.text(
+        st.characters(
+            codec="utf-8", exclude_categories=["Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"]
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    min_size=1,
+    max_size=5,
+).map(" ".join)
 
 
 def base_spec() -> dict[str, Any]:
@@ -39,8 +52,8 @@ def base_spec() -> dict[str, Any]:
 @st.composite
 def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "action": draw(TEXT),
-        "target": draw(TEXT),
+        "action": draw(WORDS),
+        "target": draw(WORDS),
         "requester": {"workflowId": draw(IDS)},
     }
     if draw(st.booleans()):
@@ -87,8 +100,25 @@ def _drop(spec: dict[str, Any], path: str) -> dict[str, Any]:
 
 # (field the message must name, how to break it)
 BREAKERS: list[tuple[str, st.SearchStrategy[Any]]] = [
-    ("spec.action", st.one_of(st.just(""), st.text(min_size=257, max_size=300), st.integers())),
-    ("spec.target", st.one_of(st.just(""), st.text(min_size=257, max_size=300), st.booleans())),
+    (
+        "spec.action",
+        st.one_of(
+            st.just(""),
+            st.text(min_size=257, max_size=300),
+            st.integers(),
+            WORDS.map(lambda w: w + "  x"),  # a doubled space
+            WORDS.map(lambda w: "\u200b" + w),  # an invisible character
+        ),
+    ),
+    (
+        "spec.target",
+        st.one_of(
+            st.just(""),
+            st.text(min_size=257, max_size=300),
+            st.booleans(),
+            WORDS.map(lambda w: w + " "),  # a trailing space
+        ),
+    ),
     (
         "spec.requester.workflowId",
         st.one_of(st.just(""), st.from_regex(r"\A[^A-Za-z0-9].{0,10}\Z"), st.integers()),
