@@ -175,17 +175,11 @@ def verify(
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             return _bad(number, count, "empty line inside the log")
-        if len(line) > MAX_RECORD_BYTES:
-            return _bad(number, count, f"longer than {MAX_RECORD_BYTES} bytes (no record is)")
-        if not line.endswith("\n"):
+        if not line.endswith("\n") and len(line) <= MAX_RECORD_BYTES:
             return _bad(number, count, "last record is cut short (the file was truncated)")
-        try:
-            record = json.loads(line)
-        except ValueError:
-            return _bad(number, count, "not valid JSON (edited or truncated)")
         seq = count + 1
         try:
-            digest = check_record(record, seq=seq, prev=prev, key=key)
+            record, digest = read_record(line, seq=seq, prev=prev, key=key)
         except RecordError as exc:
             return _bad(number, count, str(exc))
         if record.get("event") == "chain_reset":
@@ -243,10 +237,24 @@ class RecordError(ValueError):
     """A line that is not the next record of the chain (the message says what is wrong)."""
 
 
+def read_record(
+    line: str | bytes, *, seq: int, prev: str, key: bytes | None
+) -> tuple[dict[str, Any], str]:
+    """The record on one line of a log and its hash, when it is record `seq` of the chain
+    (`check_record`); raises RecordError naming what is wrong. `verify` and the operator loading
+    its log both read every line with this."""
+    if len(line) > MAX_RECORD_BYTES:
+        raise RecordError(f"longer than {MAX_RECORD_BYTES} bytes (no record is)")
+    try:
+        record = json.loads(line)
+    except ValueError:
+        raise RecordError("not valid JSON (edited or truncated)") from None
+    return record, check_record(record, seq=seq, prev=prev, key=key)
+
+
 def check_record(record: object, *, seq: int, prev: str, key: bytes | None) -> str:
     """The hash of `record` when it is record `seq` of a chain whose last hash is `prev`, sealed
-    with `key`'s MAC when there is a key; raises RecordError naming what is wrong. `verify` and
-    the operator loading its log both check every record with this."""
+    with `key`'s MAC when there is a key; raises RecordError naming what is wrong."""
     if not isinstance(record, dict):
         raise RecordError("not a JSON object")
     if record.get("seq") != seq:
